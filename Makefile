@@ -1,0 +1,124 @@
+# upperd: one non-recursive Makefile.  Objects go under build/ (build/asan/
+# for the sanitizer build), binaries into bin/ (build/asan/bin/).
+#
+#   make            build bin/upperd, bin/upper, bin/upper-bench
+#   make run        install what is missing, build, start upperd on defaults
+#   make test       install what is missing, build, run every test, then
+#                   the whole suite again under ASan+UBSan
+#   make asan       only the sanitizer run
+#   make bench      the benchmark (upperd against a reference server)
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+PKGS    := libmicrohttpd jansson
+
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wformat=2 -Wvla -Werror
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c17 -D_GNU_SOURCE $(WARN) -Iinclude -Isupervisor -MMD -MP
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LDLIBS  := -lunistring
+
+ifeq ($(SAN),1)
+OUT     := build/asan
+BIN     := build/asan/bin
+CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=all \
+           -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=address,undefined
+else
+OUT     := build
+BIN     := bin
+endif
+
+SUP_SRCS := $(wildcard supervisor/*.c)
+WRK_SRCS := $(wildcard workers/*.c)
+UPPERD_OBJS := $(patsubst %.c,$(OUT)/%.o,$(SUP_SRCS) $(WRK_SRCS))
+
+UNIT_TESTS := upcase render config backoff
+UNIT_BINS  := $(patsubst %,$(BIN)/test_%,$(UNIT_TESTS))
+
+# Each unit test links only the module it tests.
+TEST_upcase_OBJS  := workers/upcase.o
+TEST_render_OBJS  := supervisor/render_json.o supervisor/render_prom.o \
+                     supervisor/counters.o
+TEST_config_OBJS  := supervisor/config.o
+TEST_backoff_OBJS := supervisor/backoff.o
+
+PYTHON ?= /usr/bin/python3
+DEB_PKGS := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config \
+            libcmocka-dev python3-pytest curl prometheus
+
+.PHONY: all run test check unit system asan bench deps format clean install
+
+all: $(BIN)/upperd $(BIN)/upper $(BIN)/upper-bench $(BIN)/upper-ref
+
+$(BIN)/upperd: $(UPPERD_OBJS) | $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+$(BIN)/upper: $(OUT)/tools/upper.o $(OUT)/supervisor/net.o | $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^
+
+$(BIN)/upper-bench: $(OUT)/tools/upper-bench.o $(OUT)/supervisor/net.o \
+    $(OUT)/workers/upcase.o | $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ -lunistring -lm
+
+# The benchmark's reference server: a bare epoll echo that ASCII-uppercases.
+$(BIN)/upper-ref: $(OUT)/tools/upper-ref.o $(OUT)/supervisor/net.o \
+    $(OUT)/workers/upcase.o | $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ -lunistring
+
+$(OUT)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(BIN):
+	@mkdir -p $@
+
+.SECONDEXPANSION:
+$(BIN)/test_%: $(OUT)/tests/unit/test_%.o $$(addprefix $(OUT)/,$$(TEST_$$*_OBJS)) | $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka -lunistring -lm
+
+run: deps all
+	$(BIN)/upperd
+
+test: deps
+	$(MAKE) check
+	$(MAKE) SAN=1 check
+
+asan: deps
+	$(MAKE) SAN=1 check
+
+check: all unit system
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; \
+	    UPPERD_PYTHON=$(PYTHON) $$t; done
+
+system: all
+	cd tests/system && UPPERD_BIN=$(CURDIR)/$(BIN) timeout 900 \
+	    $(PYTHON) -m pytest -x -q -p no:cacheprovider $(PYTEST_ARGS) .
+
+bench: deps all
+	BIN=$(CURDIR)/$(BIN) tests/bench/run_bench.sh
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing; fi
+
+format:
+	clang-format -i include/*.h supervisor/*.[ch] workers/*.[ch] tools/*.c \
+	    tests/unit/*.c
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 bin/upperd bin/upper bin/upper-bench $(DESTDIR)$(PREFIX)/bin
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

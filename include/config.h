@@ -1,0 +1,65 @@
+/*
+ * config.h: upperd's settings, from defaults, then the --config file, then
+ * the command line (which always wins, on start and on every reload).
+ * The supervisor parses; workers inherit the parsed struct across fork.
+ */
+#ifndef UPPERD_CONFIG_H
+#define UPPERD_CONFIG_H
+
+#include <stddef.h>
+
+#include "upcase.h"
+
+#define UPPERD_VERSION "0.1.0"
+
+#define CFG_MAX_WORKERS 1024
+#define CFG_ADDR_MAX 128
+#define CFG_PATH_MAX 1024
+#define CFG_ERR_MAX 256
+
+enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO,
+	LOG_LEVEL_DEBUG };
+
+struct cfg {
+	char config[CFG_PATH_MAX];   /* "" = none */
+	unsigned workers;
+	char tcp[CFG_ADDR_MAX];      /* "off" disables */
+	char udp[CFG_ADDR_MAX];
+	char stats[CFG_ADDR_MAX];
+	unsigned max_conns;
+	unsigned idle_timeout;       /* seconds, 0 = never */
+	unsigned drain_timeout;      /* seconds */
+	unsigned heartbeat_timeout;  /* seconds */
+	unsigned long max_requests;  /* 0 = never */
+	enum upc_mode case_mode;
+	enum log_level log_level;
+	char log_file[CFG_PATH_MAX]; /* "" = stderr */
+	char pid_file[CFG_PATH_MAX];
+	char user[64];
+};
+
+/* What the command line asked for besides settings. */
+enum cfg_action { CFG_RUN, CFG_HELP, CFG_VERSION };
+
+/* Fill c with the built-in defaults. */
+void cfg_defaults(struct cfg *c);
+
+/*
+ * Build the effective settings: defaults, then the config file named on the
+ * command line (if any), then the command line.  On error returns -1 with a
+ * one-line message in err; *action tells help/version apart from a run.
+ */
+int cfg_load(struct cfg *c, int argc, char **argv, enum cfg_action *action,
+    char *err, size_t errlen);
+
+/* Apply one "key = value" setting (long option name as key); -1 + err. */
+int cfg_set(struct cfg *c, const char *key, const char *value, char *err,
+    size_t errlen);
+
+/* Parse a config file's text into c; -1 + err naming file and line. */
+int cfg_parse_file(struct cfg *c, const char *path, char *err, size_t errlen);
+
+/* The --help text. */
+extern const char cfg_usage[];
+
+#endif

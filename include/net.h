@@ -1,0 +1,27 @@
+/*
+ * net.h: socket helpers shared by the supervisor (which binds) and the
+ * tools.  They never log: they return -1 with errno and the caller decides.
+ */
+#ifndef UPPERD_NET_H
+#define UPPERD_NET_H
+
+#include <sys/socket.h>
+
+/* Parse "ADDR:PORT" or "[V6]:PORT" into ss; -1 (errno EINVAL) if bad. */
+int net_parse_addr(const char *s, struct sockaddr_storage *ss,
+    socklen_t *len);
+
+/* Bound, listening, non-blocking TCP socket; -1 with errno. */
+int net_listen_tcp(const struct sockaddr_storage *ss, socklen_t len,
+    int backlog);
+
+/* Bound, non-blocking UDP socket; -1 with errno. */
+int net_bind_udp(const struct sockaddr_storage *ss, socklen_t len);
+
+/* Format the local address of fd as "ADDR:PORT" (for the ready line). */
+void net_local_name(int fd, char *buf, size_t len);
+
+/* Close every fd >= 3 except the n in keep (used right after fork). */
+void net_close_except(const int *keep, int n);
+
+#endif

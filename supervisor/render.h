@@ -1,0 +1,20 @@
+/*
+ * render.h: the two renderers of a snapshot, each a pure function.
+ * render_json.c (jansson) makes the /stats document; render_prom.c makes
+ * the Prometheus text exposition.  Both return a malloc'd NUL-terminated
+ * string (caller frees) and set *len, or NULL on allocation failure.
+ */
+#ifndef UPPERD_RENDER_H
+#define UPPERD_RENDER_H
+
+#include <stddef.h>
+
+#include "snapshot.h"
+
+char *render_json(const struct snapshot *s, size_t *len);
+char *render_prom(const struct snapshot *s, size_t *len);
+
+/* The self-contained HTML status page served at GET / (status_page.c). */
+extern const char render_status_page[];
+
+#endif
