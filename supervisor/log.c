@@ -1,0 +1,138 @@
+/*
+ * log.c: the one logger of both process kinds.  Each line is formatted into
+ * a stack buffer and written with a single write(2), so lines from the
+ * supervisor and its workers never interleave mid-line on a shared fd.
+ * Lines to a file carry a timestamp; lines to stderr do not (journald and
+ * docker stamp them already).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static enum log_level log_level = LOG_LEVEL_INFO;
+static char log_name[32] = "supervisor";
+static int log_out = STDERR_FILENO;
+static int log_stamp;
+
+static const char *const log_level_names[] = { "error", "warn", "info",
+	"debug" };
+
+void
+log_init(enum log_level level)
+{
+	log_level = level;
+}
+
+void
+log_setlevel(enum log_level level)
+{
+	log_level = level;
+}
+
+void
+log_procname(const char *name)
+{
+	snprintf(log_name, sizeof(log_name), "%s", name);
+}
+
+int
+log_open(const char *path)
+{
+	int fd;
+
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if (fd == -1)
+		return -1;
+	if (log_out != STDERR_FILENO)
+		close(log_out);
+	log_out = fd;
+	log_stamp = 1;
+	return 0;
+}
+
+int
+log_fd(void)
+{
+	return log_out;
+}
+
+static void
+log_vwrite(enum log_level level, int with_errno, const char *fmt, va_list ap)
+{
+	char line[1024];
+	int saved = errno;
+	size_t n = 0;
+	int r;
+
+	if (level > log_level)
+		return;
+	if (log_stamp) {
+		struct timespec ts;
+		struct tm tm;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+		n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ ",
+		    ts.tv_nsec / 1000000);
+	}
+	r = snprintf(line + n, sizeof(line) - n, "%s %s[%d]: ",
+	    log_level_names[level], log_name, (int)getpid());
+	n += (size_t)r;
+	r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+	n = r < 0 ? n : n + (size_t)r;
+	if (n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	if (with_errno)
+		n += (size_t)snprintf(line + n, sizeof(line) - n, ": %s",
+		    strerror(saved));
+	if (n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	line[n++] = '\n';
+	(void)!write(log_out, line, n);
+	errno = saved;
+}
+
+#define LOG_FN(fn, level, with_errno)                                         \
+	void fn(const char *fmt, ...)                                          \
+	{                                                                      \
+		va_list ap;                                                    \
+		va_start(ap, fmt);                                             \
+		log_vwrite(level, with_errno, fmt, ap);                        \
+		va_end(ap);                                                    \
+	}
+
+LOG_FN(log_warn, LOG_LEVEL_WARN, 1)
+LOG_FN(log_warnx, LOG_LEVEL_WARN, 0)
+LOG_FN(log_error, LOG_LEVEL_ERROR, 0)
+LOG_FN(log_info, LOG_LEVEL_INFO, 0)
+LOG_FN(log_debug, LOG_LEVEL_DEBUG, 0)
+
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(LOG_LEVEL_ERROR, 1, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void
+fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(LOG_LEVEL_ERROR, 0, fmt, ap);
+	va_end(ap);
+	exit(1);
+}

@@ -1,0 +1,156 @@
+/*
+ * main.c: wiring only.  Parse the settings, open what must be opened while
+ * still privileged (log file, sockets, pid file), drop privileges, start
+ * the workers and hand over to the event loop.  Every failure before
+ * serving is one line on stderr and a non-zero exit with nothing left
+ * running: 2 for usage/config, 1 for run-time problems like a busy port.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "net.h"
+#include "sup.h"
+
+static struct sup sup;
+
+static void __attribute__((format(printf, 2, 3), noreturn))
+die(int status, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(line))
+		n = sizeof(line) - 1;
+	fprintf(stderr, "upperd: %.*s\n", n, line);
+	if (sup.cfg.pid_file[0] && sup.pid == getpid())
+		unlink(sup.cfg.pid_file);
+	exit(status);
+}
+
+static int
+open_socket(const char *what, const char *addr, int tcp)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd;
+
+	if (strcmp(addr, "off") == 0)
+		return -1;
+	if (net_parse_addr(addr, &ss, &len) == -1)
+		die(2, "invalid %s address \"%s\"", what, addr);
+	fd = tcp ? net_listen_tcp(&ss, len, 4096) : net_bind_udp(&ss, len);
+	if (fd == -1)
+		die(1, "cannot %s %s %s: %s", tcp ? "listen on" : "bind",
+		    what, addr, strerror(errno));
+	return fd;
+}
+
+static void
+write_pid_file(const char *path)
+{
+	FILE *f;
+
+	if (path[0] == '\0')
+		return;
+	if ((f = fopen(path, "w")) == NULL)
+		die(1, "cannot write pid file %s: %s", path, strerror(errno));
+	fprintf(f, "%d\n", (int)getpid());
+	if (fclose(f) != 0)
+		die(1, "cannot write pid file %s: %s", path, strerror(errno));
+}
+
+/* After binding: nothing later needs root (addresses never change). */
+static void
+drop_privileges(const struct passwd *pw)
+{
+	if (pw == NULL)
+		return;
+	if (setgroups(0, NULL) == -1 || setgid(pw->pw_gid) == -1 ||
+	    setuid(pw->pw_uid) == -1)
+		die(1, "cannot drop privileges to %s: %s", pw->pw_name,
+		    strerror(errno));
+}
+
+/* Each worker may hold --max-conns sockets: use all the hard limit allows. */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static void
+setup(struct sup *s, int argc, char **argv)
+{
+	char err[CFG_ERR_MAX];
+	enum cfg_action action;
+	struct passwd *pw = NULL;
+
+	s->argc = argc;
+	s->argv = argv;
+	if (cfg_load(&s->cfg, argc, argv, &action, err, sizeof(err)) == -1)
+		die(2, "%s (see upperd --help)", err);
+	if (action == CFG_HELP) {
+		fputs(cfg_usage, stdout);
+		exit(0);
+	}
+	if (action == CFG_VERSION) {
+		printf("upperd %s\n", UPPERD_VERSION);
+		exit(0);
+	}
+	if (s->cfg.user[0] && (pw = getpwnam(s->cfg.user)) == NULL)
+		die(2, "unknown user \"%s\" for --user", s->cfg.user);
+	log_init(s->cfg.log_level);
+	if (s->cfg.log_file[0] && log_open(s->cfg.log_file) == -1)
+		die(1, "cannot open log file %s: %s", s->cfg.log_file,
+		    strerror(errno));
+	s->pid = getpid();
+	s->start_time = sup_epoch();
+	if ((s->tab = ctr_table_create()) == NULL)
+		die(1, "cannot map the counter table: %s", strerror(errno));
+	raise_fd_limit();
+	s->tcp_fd = open_socket("tcp", s->cfg.tcp, 1);
+	s->udp_fd = open_socket("udp", s->cfg.udp, 0);
+	s->stats_fd = open_socket("stats", s->cfg.stats, 1);
+	if (s->tcp_fd == -1 && s->udp_fd == -1)
+		die(2, "both --tcp and --udp are off: nothing to serve");
+	write_pid_file(s->cfg.pid_file);
+	drop_privileges(pw);
+}
+
+int
+main(int argc, char **argv)
+{
+	int status;
+
+	setup(&sup, argc, argv);
+	sup_signals_init(&sup);
+	if (sup.stats_fd != -1 && sup_http_start(&sup) == -1)
+		die(1, "cannot start the stats endpoint on %s", sup.cfg.stats);
+	sup_start_workers(&sup);
+	status = sup_loop(&sup);
+	sup_http_stop(&sup);
+	if (sup.cfg.pid_file[0] && unlink(sup.cfg.pid_file) == -1)
+		log_warn("unlink %s", sup.cfg.pid_file);
+	log_info("exiting");
+	return status;
+}

@@ -1,0 +1,182 @@
+/*
+ * net.c: address parsing and socket creation.  Used by the supervisor
+ * before it forks (the workers inherit what it binds) and by the tools.
+ * Nothing here logs; errors return -1 with errno for the caller to report.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "net.h"
+
+static int
+net_parse_port(const char *s, in_port_t *port)
+{
+	char *end;
+	unsigned long v;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end != '\0' || v > 65535)
+		return -1;
+	*port = htons((in_port_t)v);
+	return 0;
+}
+
+/* "1.2.3.4:80", "[::1]:80", "*:80" (any IPv4). */
+int
+net_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+	char host[128];
+	const char *colon, *port;
+	size_t hlen;
+
+	memset(ss, 0, sizeof(*ss));
+	if (s[0] == '[') {
+		colon = strstr(s, "]:");
+		if (colon == NULL)
+			goto bad;
+		hlen = (size_t)(colon - s - 1);
+		port = colon + 2;
+		if (hlen >= sizeof(host))
+			goto bad;
+		memcpy(host, s + 1, hlen);
+		host[hlen] = '\0';
+		in6->sin6_family = AF_INET6;
+		if (inet_pton(AF_INET6, host, &in6->sin6_addr) != 1 ||
+		    net_parse_port(port, &in6->sin6_port) == -1)
+			goto bad;
+		*len = sizeof(*in6);
+		return 0;
+	}
+	colon = strrchr(s, ':');
+	if (colon == NULL || (hlen = (size_t)(colon - s)) >= sizeof(host))
+		goto bad;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	in4->sin_family = AF_INET;
+	if (strcmp(host, "*") == 0)
+		in4->sin_addr.s_addr = htonl(INADDR_ANY);
+	else if (inet_pton(AF_INET, host, &in4->sin_addr) != 1)
+		goto bad;
+	if (net_parse_port(colon + 1, &in4->sin_port) == -1)
+		goto bad;
+	*len = sizeof(*in4);
+	return 0;
+bad:
+	errno = EINVAL;
+	return -1;
+}
+
+static int
+net_socket(const struct sockaddr_storage *ss, int type)
+{
+	int fd, on = 1;
+
+	fd = socket(ss->ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
+		goto fail;
+	/* "[::]:P" means IPv6 only; an operator wanting both lists both. */
+	if (ss->ss_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) == -1)
+		goto fail;
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+int
+net_listen_tcp(const struct sockaddr_storage *ss, socklen_t len, int backlog)
+{
+	int fd, saved;
+
+	if ((fd = net_socket(ss, SOCK_STREAM)) == -1)
+		return -1;
+	if (bind(fd, (const struct sockaddr *)ss, len) == -1 ||
+	    listen(fd, backlog) == -1) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+int
+net_bind_udp(const struct sockaddr_storage *ss, socklen_t len)
+{
+	int fd, saved;
+
+	if ((fd = net_socket(ss, SOCK_DGRAM)) == -1)
+		return -1;
+	if (bind(fd, (const struct sockaddr *)ss, len) == -1) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+void
+net_local_name(int fd, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[INET6_ADDRSTRLEN];
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == -1) {
+		snprintf(buf, len, "?");
+		return;
+	}
+	if (ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(buf, len, "[%s]:%u", host, ntohs(in6->sin6_port));
+	} else {
+		struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+
+		inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host));
+		snprintf(buf, len, "%s:%u", host, ntohs(in4->sin_port));
+	}
+}
+
+static int
+net_cmp_int(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+/* A forked worker must not hold the supervisor's HTTP client sockets (or
+ * anything else it opened): close everything but what it keeps. */
+void
+net_close_except(const int *keep, int n)
+{
+	int sorted[16], i, next = 3;
+
+	if (n > 16)
+		n = 16;
+	memcpy(sorted, keep, (size_t)n * sizeof(int));
+	qsort(sorted, (size_t)n, sizeof(int), net_cmp_int);
+	for (i = 0; i < n; i++) {
+		if (sorted[i] < next)
+			continue;
+		if (sorted[i] > next)
+			close_range((unsigned)next, (unsigned)sorted[i] - 1, 0);
+		next = sorted[i] + 1;
+	}
+	close_range((unsigned)next, ~0U, 0);
+}

@@ -1,0 +1,335 @@
+/*
+ * render_prom.c: the /metrics document, Prometheus text exposition 0.0.4,
+ * rendered from a snapshot and nothing else.  It owns the metric names that
+ * are not counters (restarts, up, histogram, process_*) and the order of
+ * the families; counter names and HELP texts come only from ctr_meta.
+ *
+ * Every family is written whole, HELP and TYPE first, before the next one
+ * starts: Prometheus and promtool reject a family that reappears.  Every
+ * label set is written even when its value is 0, so a series exists from
+ * the first scrape and rate() never starts from a missing point.
+ *
+ * The output goes into one buffer grown by doubling.  There is no fixed
+ * size to truncate at: with 1024 slots the text is a few megabytes.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "render.h"
+
+/* Enough for 3 slots without growing; 1024 slots double a few times. */
+#define BUF_INITIAL 16384
+
+struct buf {
+	char *p;
+	size_t len; /* bytes written, not counting the NUL */
+	size_t cap;
+	bool failed; /* an allocation failed: the document is lost */
+};
+
+static const char *const reason_names[] = SNAP_REASON_NAMES;
+static const double hist_bounds[CTR_HIST_NBOUNDS] = CTR_HIST_BOUNDS;
+
+/* Make room for need more bytes plus the NUL; false once anything failed,
+ * so later writes are no-ops and the caller sees one failure at the end. */
+static bool
+reserve(struct buf *b, size_t need)
+{
+	size_t cap = b->cap ? b->cap : BUF_INITIAL;
+	char *p;
+
+	if (b->failed)
+		return false;
+	if (b->len + need < b->cap)
+		return true;
+	while (b->len + need >= cap)
+		cap *= 2;
+	if ((p = realloc(b->p, cap)) == NULL) {
+		b->failed = true;
+		return false;
+	}
+	b->p = p;
+	b->cap = cap;
+	return true;
+}
+
+static void bprintf(struct buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+bprintf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (!reserve(b, 128))
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		b->failed = true;
+		return;
+	}
+	if ((size_t)n >= b->cap - b->len) {
+		/* Rare: a line longer than the slack; grow and redo it. */
+		if (!reserve(b, (size_t)n + 1))
+			return;
+		va_start(ap, fmt);
+		vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+	}
+	b->len += (size_t)n;
+}
+
+/*
+ * A double the way client_golang writes one (strconv 'g', shortest
+ * representation that reads back exactly), except that integral values
+ * below 2^53 never take an exponent: "1763700000", not "1.7637e+09".
+ * This is also the spelling of the le labels: "0.005" ... "1" ... "10".
+ */
+static const char *
+fmt_num(char dst[32], double v)
+{
+	int prec;
+
+	if (isnan(v))
+		return "NaN";
+	if (isinf(v))
+		return v > 0 ? "+Inf" : "-Inf";
+	if (v == trunc(v) && fabs(v) < 9007199254740992.0) {
+		snprintf(dst, 32, "%.0f", v);
+		return dst;
+	}
+	for (prec = 1; prec < 17; prec++) {
+		snprintf(dst, 32, "%.*g", prec, v);
+		if (strtod(dst, NULL) == v)
+			return dst;
+	}
+	snprintf(dst, 32, "%.17g", v);
+	return dst;
+}
+
+/*
+ * # HELP and # TYPE of one family named prefix+name+suffix, so generated
+ * names need no temporary string.  HELP escapes backslash and newline.
+ */
+static void
+family(struct buf *b, const char *prefix, const char *name,
+    const char *suffix, const char *type, const char *help)
+{
+	const char *h;
+
+	bprintf(b, "# HELP %s%s%s ", prefix, name, suffix);
+	for (h = help; *h != '\0'; h++) {
+		if (*h == '\\')
+			bprintf(b, "\\\\");
+		else if (*h == '\n')
+			bprintf(b, "\\n");
+		else
+			bprintf(b, "%c", *h);
+	}
+	bprintf(b, "\n# TYPE %s%s%s %s\n", prefix, name, suffix, type);
+}
+
+/* Only the version label comes from outside the snapshot's numbers, but
+ * escaping it costs nothing and keeps the document parseable. */
+static void
+label_value(struct buf *b, const char *v)
+{
+	for (; *v != '\0'; v++) {
+		if (*v == '\\' || *v == '"')
+			bprintf(b, "\\%c", *v);
+		else if (*v == '\n')
+			bprintf(b, "\\n");
+		else
+			bprintf(b, "%c", *v);
+	}
+}
+
+static void
+gauge_u64(struct buf *b, const char *name, const char *help, uint64_t v)
+{
+	family(b, "", name, "", "gauge", help);
+	bprintf(b, "%s %" PRIu64 "\n", name, v);
+}
+
+static void
+single_num(struct buf *b, const char *name, const char *type,
+    const char *help, double v)
+{
+	char num[32];
+
+	family(b, "", name, "", type, help);
+	bprintf(b, "%s %s\n", name, fmt_num(num, v));
+}
+
+/* The supervisor-level families: what is configured and what serves. */
+static void
+supervisor_families(struct buf *b, const struct snapshot *s)
+{
+	size_t i;
+
+	family(b, "", "upperd_build_info", "", "gauge",
+	    "A metric with a constant '1' value labeled by the version "
+	    "upperd was built from.");
+	bprintf(b, "upperd_build_info{version=\"");
+	label_value(b, s->version ? s->version : "");
+	bprintf(b, "\"} 1\n");
+	single_num(b, "upperd_start_time_seconds", "gauge",
+	    "Start time of the supervisor since unix epoch in seconds.",
+	    s->start_time);
+	gauge_u64(b, "upperd_workers_configured",
+	    "Worker processes configured (--workers, TTIN, TTOU).",
+	    s->workers_configured);
+	gauge_u64(b, "upperd_workers_running",
+	    "Worker slots whose process is running.", s->workers_running);
+
+	/* up means "a process of this slot is serving": starting, draining,
+	 * backoff and stopped are all 0, so sum() equals workers_running. */
+	family(b, "", "upperd_worker_up", "", "gauge",
+	    "1 when the slot's worker is running and serving, else 0.");
+	for (i = 0; i < s->nworkers; i++)
+		bprintf(b, "upperd_worker_up{worker=\"%u\"} %d\n",
+		    s->workers[i].slot, s->workers[i].state == SNAP_RUNNING);
+
+	family(b, "", "upperd_worker_restarts_total", "", "counter",
+	    "Workers replaced in this slot, by reason.");
+	for (i = 0; i < s->nworkers; i++) {
+		const struct snap_worker *w = &s->workers[i];
+		int r;
+
+		for (r = 0; r < SNAP_NREASONS; r++)
+			bprintf(b, "upperd_worker_restarts_total{worker=\"%u\","
+			    "reason=\"%s\"} %" PRIu64 "\n", w->slot,
+			    reason_names[r], w->restarts_by_reason[r]);
+	}
+}
+
+/* The generated families: one per entry of CTR_COUNTERS, in its order. */
+static void
+counter_families(struct buf *b, const struct snapshot *s)
+{
+	size_t c, i;
+
+	for (c = 0; c < CTR_COUNT; c++) {
+		const struct ctr_meta *m = &ctr_meta[c];
+		bool counter = m->kind == CTR_KIND_COUNTER;
+		const char *sfx = counter ? "_total" : "";
+
+		family(b, "upperd_", m->name, sfx,
+		    counter ? "counter" : "gauge", m->help);
+		for (i = 0; i < s->nworkers; i++)
+			bprintf(b, "upperd_%s%s{worker=\"%u\"} %" PRIu64 "\n",
+			    m->name, sfx, s->workers[i].slot,
+			    s->workers[i].v[c]);
+	}
+}
+
+#define HIST "upperd_tcp_connection_duration_seconds"
+
+/*
+ * Buckets are stored per bucket and exposed cumulatively.  The +Inf bucket
+ * and _count are both the sum of the buckets rather than hist.count: a
+ * snapshot taken while a worker observes may see the two out of step, and
+ * Prometheus expects them equal.
+ */
+static void
+histogram(struct buf *b, const struct snapshot *s)
+{
+	char store[CTR_HIST_NBOUNDS][32], num[32];
+	const char *le[CTR_HIST_NBUCKETS];
+	size_t i;
+	int k;
+
+	for (k = 0; k < CTR_HIST_NBOUNDS; k++)
+		le[k] = fmt_num(store[k], hist_bounds[k]);
+	le[CTR_HIST_NBOUNDS] = "+Inf";
+	family(b, "", HIST, "", "histogram",
+	    "Duration of finished TCP connections in seconds.");
+	for (i = 0; i < s->nworkers; i++) {
+		const struct snap_worker *w = &s->workers[i];
+		uint64_t cum = 0;
+
+		for (k = 0; k < CTR_HIST_NBUCKETS; k++) {
+			cum += w->hist.bucket[k];
+			bprintf(b, HIST "_bucket{worker=\"%u\",le=\"%s\"} %"
+			    PRIu64 "\n", w->slot, le[k], cum);
+		}
+		bprintf(b, HIST "_sum{worker=\"%u\"} %s\n", w->slot,
+		    fmt_num(num, (double)w->hist.sum_ns / 1e9));
+		bprintf(b, HIST "_count{worker=\"%u\"} %" PRIu64 "\n",
+		    w->slot, cum);
+	}
+}
+
+/* What each slot's processes cost, and how long the last render took. */
+static void
+resource_families(struct buf *b, const struct snapshot *s)
+{
+	char num[32];
+	size_t i;
+
+	family(b, "", "upperd_worker_cpu_seconds_total", "", "counter",
+	    "User and system CPU time spent by every process this slot ever "
+	    "had, in seconds.");
+	for (i = 0; i < s->nworkers; i++)
+		bprintf(b, "upperd_worker_cpu_seconds_total{worker=\"%u\"} "
+		    "%s\n", s->workers[i].slot,
+		    fmt_num(num, s->workers[i].cpu_seconds));
+	family(b, "", "upperd_worker_resident_memory_bytes", "", "gauge",
+	    "Resident memory size of the slot's live processes in bytes.");
+	for (i = 0; i < s->nworkers; i++)
+		bprintf(b, "upperd_worker_resident_memory_bytes{worker=\"%u\"} "
+		    "%" PRIu64 "\n", s->workers[i].slot,
+		    s->workers[i].rss_bytes);
+	single_num(b, "upperd_scrape_duration_seconds", "gauge",
+	    "Time the previous /stats or /metrics render took in seconds.",
+	    s->last_scrape_seconds);
+}
+
+/* The supervisor's own process_* metrics, with the HELP texts of the
+ * Prometheus client libraries so dashboards built for them just work. */
+static void
+process_families(struct buf *b, const struct snap_process *p)
+{
+	single_num(b, "process_cpu_seconds_total", "counter",
+	    "Total user and system CPU time spent in seconds.",
+	    p->cpu_seconds);
+	gauge_u64(b, "process_resident_memory_bytes",
+	    "Resident memory size in bytes.", p->rss_bytes);
+	gauge_u64(b, "process_virtual_memory_bytes",
+	    "Virtual memory size in bytes.", p->vsize_bytes);
+	gauge_u64(b, "process_open_fds", "Number of open file descriptors.",
+	    p->open_fds);
+	gauge_u64(b, "process_max_fds",
+	    "Maximum number of open file descriptors.", p->max_fds);
+	single_num(b, "process_start_time_seconds", "gauge",
+	    "Start time of the process since unix epoch in seconds.",
+	    p->start_time);
+}
+
+/* The /metrics body; see render.h. */
+char *
+render_prom(const struct snapshot *s, size_t *len)
+{
+	struct buf b = { 0 };
+
+	supervisor_families(&b, s);
+	counter_families(&b, s);
+	histogram(&b, s);
+	resource_families(&b, s);
+	process_families(&b, &s->proc);
+	if (b.failed || !reserve(&b, 1)) {
+		free(b.p);
+		return NULL;
+	}
+	b.p[b.len] = '\0';
+	*len = b.len;
+	return b.p;
+}

@@ -1,0 +1,568 @@
+/*
+ * spawn.c: the worker lifecycle, everything that forks, signals or reaps a
+ * worker.  Policy lives here: respawn with backoff after a crash, never
+ * after exit status 2, replace a hung worker at once, start a replacement
+ * before stopping the old worker on reload and recycle (so the shared
+ * listener always has a waiter), and SIGKILL whatever outlives its drain.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "backoff.h"
+#include "log.h"
+#include "net.h"
+#include "sup.h"
+#include "worker.h"
+
+#define NS 1000000000ULL
+
+static const char *const sup_reason_names[] = SNAP_REASON_NAMES;
+
+static int
+sup_cell_alloc(struct sup *s)
+{
+	int i;
+
+	for (i = 0; i < CTR_MAX_CELLS; i++)
+		if (s->proc[i].pid == 0 && !s->tab->cell[i].in_use)
+			return i;
+	return -1;
+}
+
+/* The child's side of fork: a clean signal state, only the fds a worker
+ * keeps, and death with the supervisor. */
+static void __attribute__((noreturn))
+sup_child(struct sup *s, unsigned slot, int cell)
+{
+	struct wrk_args a = { &s->cfg, s->tab, (unsigned)cell, slot,
+		s->tcp_fd, s->udp_fd, s->pid };
+	int keep[3] = { s->tcp_fd, s->udp_fd, log_fd() };
+	sigset_t none;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	net_close_except(keep, 3);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != s->pid)
+		_exit(1);
+	_exit(wrk_main(&a));
+}
+
+/* Fork a worker for slot; returns its cell, or -1 (logged). */
+static int
+sup_spawn(struct sup *s, unsigned slot)
+{
+	struct ctr_cell *c;
+	pid_t pid;
+	int cell;
+
+	if ((cell = sup_cell_alloc(s)) == -1) {
+		log_warnx("no free counter cell for worker %u", slot);
+		return -1;
+	}
+	c = &s->tab->cell[cell];
+	memset(c, 0, sizeof(*c));
+	c->slot = slot;
+	c->heartbeat_ns = sup_now_ns();
+	c->in_use = 1;
+	if ((unsigned)cell >= s->tab->ncells_hwm)
+		__atomic_store_n(&s->tab->ncells_hwm, (unsigned)cell + 1,
+		    __ATOMIC_RELEASE);
+	if ((pid = fork()) == -1) {
+		log_warn("fork worker %u", slot);
+		c->in_use = 0;
+		return -1;
+	}
+	if (pid == 0)
+		sup_child(s, slot, cell);
+	c->pid = pid;
+	s->proc[cell] = (struct sup_proc){ .pid = pid, .slot = slot,
+		.started_ns = sup_now_ns(), .started_at = sup_epoch() };
+	log_debug("worker %u started, pid %d", slot, (int)pid);
+	return cell;
+}
+
+/* Tell a process to stop gracefully; SIGKILL follows past the drain. */
+static void
+sup_stop_proc(struct sup *s, int cell, enum sup_stop why)
+{
+	struct sup_proc *p = &s->proc[cell];
+
+	if (p->pid == 0 || p->stop != SUP_STOP_NONE)
+		return;
+	p->stop = why;
+	p->kill_at_ns = sup_now_ns() + (s->cfg.drain_timeout + 2ULL) * NS;
+	if (kill(p->pid, SIGTERM) == -1)
+		log_warn("kill worker %u pid %d", p->slot, (int)p->pid);
+}
+
+static void
+sup_kill_proc(struct sup *s, int cell, enum sup_stop why)
+{
+	struct sup_proc *p = &s->proc[cell];
+
+	if (p->pid == 0)
+		return;
+	p->stop = why;
+	p->kill_at_ns = 0;
+	(void)kill(p->pid, SIGKILL);
+}
+
+static void
+sup_slot_reset(struct sup_slot *sl)
+{
+	memset(sl, 0, sizeof(*sl));
+	sl->active = sl->next = -1;
+}
+
+void
+sup_start_workers(struct sup *s)
+{
+	unsigned i;
+
+	for (i = 0; i < CFG_MAX_WORKERS; i++)
+		sup_slot_reset(&s->slot[i]);
+	s->configured = s->cfg.workers;
+	s->nslots = s->configured;
+	for (i = 0; i < s->configured; i++) {
+		s->slot[i].used = 1;
+		s->slot[i].active = sup_spawn(s, i);
+	}
+}
+
+unsigned
+sup_live_procs(const struct sup *s)
+{
+	unsigned i, n = 0, hwm = s->tab->ncells_hwm;
+
+	for (i = 0; i < hwm; i++)
+		n += s->proc[i].pid != 0;
+	return n;
+}
+
+static int
+sup_proc_ready(const struct sup *s, int cell)
+{
+	return cell >= 0 && __atomic_load_n(&s->tab->cell[cell].ready,
+	    __ATOMIC_ACQUIRE);
+}
+
+/* Derived, never stored, so it cannot disagree with the process table. */
+enum snap_state
+sup_slot_state(const struct sup *s, unsigned i)
+{
+	const struct sup_slot *sl = &s->slot[i];
+	unsigned c, hwm = s->tab->ncells_hwm;
+
+	if (sl->active >= 0) {
+		if (s->proc[sl->active].stop != SUP_STOP_NONE)
+			return SNAP_DRAINING;
+		return sup_proc_ready(s, sl->active) ? SNAP_RUNNING :
+		    SNAP_STARTING;
+	}
+	if (!sl->retired && !sl->failed && s->mode == SUP_RUNNING)
+		return SNAP_BACKOFF;
+	for (c = 0; c < hwm; c++)
+		if (s->proc[c].pid && s->proc[c].slot == i)
+			return SNAP_DRAINING;
+	return SNAP_STOPPED;
+}
+
+static void
+sup_describe_exit(int status, char *buf, size_t len)
+{
+	if (WIFSIGNALED(status))
+		snprintf(buf, len, "signal %d", WTERMSIG(status));
+	else
+		snprintf(buf, len, "exit %d", WEXITSTATUS(status));
+}
+
+/* A worker the supervisor did not ask to stop has died: count the crash
+ * and schedule the respawn, unless it reported a startup error (exit 2),
+ * which a respawn would only repeat. */
+static void
+sup_on_crash(struct sup_slot *sl, const struct sup_proc *p,
+    int status, int was_next)
+{
+	double uptime = (double)(sup_now_ns() - p->started_ns) / 1e9;
+
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
+		sl->failed = !was_next;
+		log_error("worker %u pid %d exited with status 2 (startup "
+		    "error), not respawned", p->slot, (int)p->pid);
+		return;
+	}
+	sl->restarts[SNAP_CRASH]++;
+	sl->backoff_s = backoff_next(sl->backoff_s, uptime);
+	sl->respawn_at_ns = sup_now_ns() + sl->backoff_s * NS;
+	if (was_next)
+		sl->next_pending = 1;
+	log_warnx("worker %u pid %d %s %s after %.1fs, respawn in %us", p->slot,
+	    (int)p->pid, WIFSIGNALED(status) ? "killed by" : "exited with",
+	    sl->last_exit, uptime, sl->backoff_s);
+}
+
+static void
+sup_on_exit(struct sup *s, int cell, int status, const struct rusage *ru)
+{
+	struct sup_proc p = s->proc[cell];
+	struct sup_slot *sl = &s->slot[p.slot];
+	int was_active = sl->active == cell, was_next = sl->next == cell;
+
+	ctr_fold(sl->base_v, &sl->base_hist, &s->tab->cell[cell]);
+	sl->base_cpu += (double)ru->ru_utime.tv_sec + ru->ru_utime.tv_usec /
+	    1e6 + (double)ru->ru_stime.tv_sec + ru->ru_stime.tv_usec / 1e6;
+	memset(&s->tab->cell[cell], 0, sizeof(s->tab->cell[cell]));
+	memset(&s->proc[cell], 0, sizeof(s->proc[cell]));
+	sup_describe_exit(status, sl->last_exit, sizeof(sl->last_exit));
+	if (was_next)
+		sl->next = -1;
+	if (was_active) {
+		/* A replacement already starting takes over the slot. */
+		sl->active = sl->next;
+		sl->next = -1;
+		was_next = 0;
+	}
+	if (p.stop != SUP_STOP_NONE) {
+		log_info("worker %u pid %d stopped (%s)", p.slot, (int)p.pid,
+		    sl->last_exit);
+		return;
+	}
+	if (s->mode != SUP_RUNNING) {
+		log_info("worker %u pid %d ended (%s)", p.slot, (int)p.pid,
+		    sl->last_exit);
+		return;
+	}
+	if (was_active || was_next)
+		sup_on_crash(sl, &p, status, was_next);
+}
+
+static int
+sup_find_cell(const struct sup *s, pid_t pid)
+{
+	unsigned i, hwm = s->tab->ncells_hwm;
+
+	for (i = 0; i < hwm; i++)
+		if (s->proc[i].pid == pid)
+			return (int)i;
+	return -1;
+}
+
+/* SIGCHLD coalesces: reap until nothing is left. */
+void
+sup_reap(struct sup *s)
+{
+	struct rusage ru;
+	pid_t pid;
+	int status, cell;
+
+	while ((pid = wait4(-1, &status, WNOHANG, &ru)) > 0) {
+		if ((cell = sup_find_cell(s, pid)) >= 0)
+			sup_on_exit(s, cell, status, &ru);
+	}
+}
+
+/* Heartbeat stale: say what the worker was doing, kill it and start the
+ * replacement at once (a hang is not a crash loop: the timeout itself
+ * spaces the spawns). */
+static void
+sup_check_hung(struct sup *s, unsigned i, uint64_t now)
+{
+	struct sup_slot *sl = &s->slot[i];
+	const struct ctr_cell *c = &s->tab->cell[sl->active];
+	uint64_t hb = __atomic_load_n(&c->heartbeat_ns, __ATOMIC_RELAXED);
+	uint64_t act = __atomic_load_n(&c->activity_ns, __ATOMIC_RELAXED);
+	int cell = sl->active;
+
+	if (now < hb || now - hb < (uint64_t)s->cfg.heartbeat_timeout * NS)
+		return;
+	log_warnx("worker %u pid %d hung: no heartbeat for %.1fs (%s, %llu "
+	    "connections open, last client i/o %s%.1fs ago), killing it",
+	    i, (int)s->proc[cell].pid, (double)(now - hb) / 1e9,
+	    c->ready ? "serving" : "starting",
+	    (unsigned long long)ctr_get(&c->v[CTR_tcp_connections_active]),
+	    act ? "" : "never, ", act ? (double)(now - act) / 1e9 : 0.0);
+	sup_kill_proc(s, cell, SUP_STOP_HUNG);
+	sl->restarts[SNAP_HUNG]++;
+	sl->active = sup_spawn(s, i);
+	if (sl->active == -1)
+		sl->respawn_at_ns = now + NS;
+}
+
+/* A replacement asked for by reload or recycle: fork it now, swap it in
+ * once it serves (sup_check_swap). */
+static void
+sup_begin_replace(struct sup *s, unsigned i, enum snap_reason why)
+{
+	struct sup_slot *sl = &s->slot[i];
+
+	sl->next_reason = why;
+	sl->next_pending = 0;
+	if ((sl->next = sup_spawn(s, i)) == -1) {
+		sl->next_pending = 1;
+		sl->respawn_at_ns = sup_now_ns() + NS;
+	}
+}
+
+static void
+sup_check_swap(struct sup *s, unsigned i)
+{
+	struct sup_slot *sl = &s->slot[i];
+	enum sup_stop why;
+
+	if (sl->next < 0 || !sup_proc_ready(s, sl->next))
+		return;
+	why = sl->next_reason == SNAP_RELOAD ? SUP_STOP_RELOAD :
+	    SUP_STOP_RECYCLE;
+	if (sl->active >= 0) {
+		log_info("worker %u pid %d replaced by pid %d (%s), draining",
+		    i, (int)s->proc[sl->active].pid, (int)s->proc[sl->next].pid,
+		    sup_reason_names[sl->next_reason]);
+		sup_stop_proc(s, sl->active, why);
+	}
+	sl->restarts[sl->next_reason]++;
+	sl->active = sl->next;
+	sl->next = -1;
+}
+
+static void
+sup_tick_slot(struct sup *s, unsigned i, uint64_t now)
+{
+	struct sup_slot *sl = &s->slot[i];
+
+	if (sl->retired || sl->failed)
+		return;
+	if (sl->active >= 0) {
+		sup_check_hung(s, i, now);
+		if (sl->active >= 0 && sl->next < 0 && !sl->next_pending &&
+		    s->tab->cell[sl->active].recycle) {
+			log_info("worker %u pid %d reached --max-requests, "
+			    "recycling", i, (int)s->proc[sl->active].pid);
+			sup_begin_replace(s, i, SNAP_RECYCLE);
+		}
+		if (sl->next_pending && now >= sl->respawn_at_ns)
+			sup_begin_replace(s, i, sl->next_reason);
+		sup_check_swap(s, i);
+	} else if (now >= sl->respawn_at_ns) {
+		sl->next_pending = 0;
+		if ((sl->active = sup_spawn(s, i)) == -1)
+			sl->respawn_at_ns = now + NS;
+	}
+}
+
+static void
+sup_kill_overdue(struct sup *s, uint64_t now)
+{
+	unsigned i, hwm = s->tab->ncells_hwm;
+	struct sup_proc *p;
+
+	for (i = 0; i < hwm; i++) {
+		p = &s->proc[i];
+		if (p->pid && p->kill_at_ns && now >= p->kill_at_ns) {
+			log_warnx("worker %u pid %d outlived its drain, "
+			    "killing it", p->slot, (int)p->pid);
+			sup_kill_proc(s, (int)i, p->stop);
+		}
+	}
+}
+
+static void
+sup_announce(struct sup *s)
+{
+	char tcp[80] = "off", udp[80] = "off", stats[80] = "off";
+	unsigned i;
+
+	for (i = 0; i < s->configured; i++)
+		if (sup_slot_state(s, i) != SNAP_RUNNING)
+			return;
+	s->announced = 1;
+	if (s->tcp_fd != -1)
+		net_local_name(s->tcp_fd, tcp, sizeof(tcp));
+	if (s->udp_fd != -1)
+		net_local_name(s->udp_fd, udp, sizeof(udp));
+	if (s->stats_fd != -1)
+		net_local_name(s->stats_fd, stats, sizeof(stats));
+	log_info("upperd %s ready: %u workers, tcp %s, udp %s, stats %s%s%s",
+	    UPPERD_VERSION, s->configured, tcp, udp,
+	    s->stats_fd != -1 ? "http://" : "", stats,
+	    s->stats_fd != -1 ? "/" : "");
+}
+
+void
+sup_tick(struct sup *s)
+{
+	uint64_t now = sup_now_ns();
+	unsigned i;
+
+	sup_kill_overdue(s, now);
+	if (s->mode != SUP_RUNNING)
+		return;
+	for (i = 0; i < s->nslots; i++)
+		sup_tick_slot(s, i, now);
+	if (!s->announced)
+		sup_announce(s);
+}
+
+static void
+sup_retire(struct sup *s, unsigned i)
+{
+	struct sup_slot *sl = &s->slot[i];
+
+	sl->retired = 1;
+	sl->next_pending = 0;
+	if (sl->active >= 0)
+		sup_stop_proc(s, sl->active, SUP_STOP_RETIRE);
+	if (sl->next >= 0)
+		sup_stop_proc(s, sl->next, SUP_STOP_RETIRE);
+	sl->active = sl->next = -1;
+}
+
+/* Bring slot i (new, retired or failed) into service. */
+static void
+sup_enlist(struct sup *s, unsigned i)
+{
+	struct sup_slot *sl = &s->slot[i];
+
+	sl->used = 1;
+	sl->retired = sl->failed = 0;
+	sl->backoff_s = 0;
+	sl->respawn_at_ns = 0;
+	if (i >= s->nslots)
+		s->nslots = i + 1;
+}
+
+/* Listening addresses, the user and the pid file are fixed at start. */
+static void
+sup_keep_fixed(const struct cfg *old, struct cfg *nc)
+{
+	if (strcmp(old->tcp, nc->tcp) || strcmp(old->udp, nc->udp) ||
+	    strcmp(old->stats, nc->stats))
+		log_warnx("reload: listening addresses cannot change without "
+		    "a restart, keeping tcp %s udp %s stats %s", old->tcp,
+		    old->udp, old->stats);
+	memcpy(nc->tcp, old->tcp, sizeof(nc->tcp));
+	memcpy(nc->udp, old->udp, sizeof(nc->udp));
+	memcpy(nc->stats, old->stats, sizeof(nc->stats));
+	memcpy(nc->user, old->user, sizeof(nc->user));
+	memcpy(nc->pid_file, old->pid_file, sizeof(nc->pid_file));
+}
+
+static void
+sup_reload_slot(struct sup *s, unsigned i)
+{
+	struct sup_slot *sl = &s->slot[i];
+
+	if (sl->active < 0 || sl->retired || sl->failed) {
+		/* Nothing serving to replace: start fresh on the next tick. */
+		sup_enlist(s, i);
+		return;
+	}
+	if (sl->next >= 0) {
+		/* Forked with the previous configuration: start over. */
+		sup_kill_proc(s, sl->next, SUP_STOP_SUPERSEDED);
+		sl->next = -1;
+	}
+	sup_begin_replace(s, i, SNAP_RELOAD);
+}
+
+/* HUP: an invalid file changes nothing; a valid one replaces every worker
+ * gracefully and may change their number. */
+void
+sup_reload(struct sup *s)
+{
+	char err[CFG_ERR_MAX];
+	enum cfg_action action;
+	struct cfg nc;
+	unsigned i;
+
+	if (s->mode != SUP_RUNNING)
+		return;
+	if (cfg_load(&nc, s->argc, s->argv, &action, err, sizeof(err)) == -1) {
+		log_error("reload failed, keeping the running configuration: "
+		    "%s", err);
+		return;
+	}
+	sup_keep_fixed(&s->cfg, &nc);
+	if (strcmp(nc.log_file, s->cfg.log_file) != 0 && nc.log_file[0] &&
+	    log_open(nc.log_file) == -1) {
+		log_warn("reload: cannot open log file %s, keeping %s",
+		    nc.log_file, s->cfg.log_file);
+		memcpy(nc.log_file, s->cfg.log_file, sizeof(nc.log_file));
+	}
+	s->cfg = nc;
+	log_setlevel(nc.log_level);
+	log_info("reloading: replacing workers, %u configured", nc.workers);
+	for (i = nc.workers; i < s->configured; i++)
+		sup_retire(s, i);
+	for (i = 0; i < nc.workers; i++)
+		sup_reload_slot(s, i);
+	s->configured = nc.workers;
+	s->announced = 0;
+}
+
+/* TTIN/TTOU: one worker more or fewer, never below one. */
+void
+sup_scale(struct sup *s, int delta)
+{
+	unsigned i;
+
+	if (s->mode != SUP_RUNNING)
+		return;
+	if (delta > 0 && s->configured < CFG_MAX_WORKERS) {
+		i = s->configured++;
+		sup_enlist(s, i);
+		log_info("scaling up to %u workers", s->configured);
+	} else if (delta < 0 && s->configured > 1) {
+		i = --s->configured;
+		sup_retire(s, i);
+		log_info("scaling down to %u workers, retiring worker %u",
+		    s->configured, i);
+	}
+}
+
+/* TERM/INT drain (workers finish their connections up to the drain
+ * timeout), QUIT kills at once.  The supervisor closes its copies of the
+ * service sockets so that, once the workers close theirs, new clients are
+ * refused instead of queueing on a listener nobody serves. */
+void
+sup_shutdown(struct sup *s, int immediate)
+{
+	unsigned i, hwm = s->tab->ncells_hwm;
+
+	if (immediate) {
+		s->mode = SUP_QUITTING;
+		log_info("quit: stopping every worker now");
+	} else if (s->mode == SUP_RUNNING) {
+		s->mode = SUP_DRAINING;
+		log_info("shutting down: draining workers for up to %us",
+		    s->cfg.drain_timeout);
+	} else
+		return;
+	if (s->tcp_fd != -1)
+		close(s->tcp_fd);
+	if (s->udp_fd != -1)
+		close(s->udp_fd);
+	s->tcp_fd = s->udp_fd = -1;
+	for (i = 0; i < hwm; i++) {
+		if (immediate)
+			sup_kill_proc(s, (int)i, SUP_STOP_SHUTDOWN);
+		else
+			sup_stop_proc(s, (int)i, SUP_STOP_SHUTDOWN);
+	}
+}
+
+void
+sup_forward(struct sup *s, int signo)
+{
+	unsigned i, hwm = s->tab->ncells_hwm;
+
+	for (i = 0; i < hwm; i++)
+		if (s->proc[i].pid)
+			(void)kill(s->proc[i].pid, signo);
+}

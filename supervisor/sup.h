@@ -1,0 +1,102 @@
+/*
+ * sup.h: the supervisor's private state, shared by its files (loop.c,
+ * spawn.c, http.c, snapshot.c).  One struct sup exists, owned by main.c.
+ *
+ * Processes are indexed by their counter cell: proc[i] is the worker that
+ * writes table->cell[i], pid 0 when the cell is free.  A slot (worker index)
+ * points at its serving process (active) and, during a reload or recycle,
+ * at the replacement that is starting (next); processes told to stop keep
+ * their cell until they are reaped, when it is folded into the slot's base.
+ */
+#ifndef UPPERD_SUP_H
+#define UPPERD_SUP_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "counters.h"
+#include "snapshot.h"
+
+/* Why the supervisor told a process to stop (none: it died on its own). */
+enum sup_stop { SUP_STOP_NONE, SUP_STOP_HUNG, SUP_STOP_RELOAD,
+	SUP_STOP_RECYCLE, SUP_STOP_RETIRE, SUP_STOP_SHUTDOWN,
+	SUP_STOP_SUPERSEDED };
+
+struct sup_proc {
+	pid_t pid;              /* 0: cell free */
+	unsigned slot;
+	uint64_t started_ns;    /* CLOCK_MONOTONIC */
+	double started_at;      /* epoch seconds, for /stats */
+	enum sup_stop stop;
+	uint64_t kill_at_ns;    /* SIGKILL deadline once told to stop; 0 none */
+};
+
+struct sup_slot {
+	int used;               /* ever configured: shown in /stats */
+	int retired;            /* removed by TTOU or a smaller reload */
+	int failed;             /* last worker exited 2: not respawned */
+	int active;             /* cell of the serving process, -1 none */
+	int next;               /* cell of a starting replacement, -1 none */
+	enum snap_reason next_reason;
+	int next_pending;       /* a replacement is wanted but not forked */
+	unsigned backoff_s;     /* delay before the latest spawn */
+	uint64_t respawn_at_ns; /* when active == -1: earliest next spawn */
+	uint64_t restarts[SNAP_NREASONS];
+	char last_exit[24];
+	/* What reaped processes left behind (counters carry on). */
+	uint64_t base_v[CTR_COUNT];
+	struct ctr_hist base_hist;
+	double base_cpu;
+};
+
+enum sup_mode { SUP_RUNNING, SUP_DRAINING, SUP_QUITTING };
+
+struct sup {
+	struct cfg cfg;
+	int argc;
+	char **argv;
+	pid_t pid;
+	double start_time;      /* epoch */
+	struct ctr_table *tab;
+	int tcp_fd, udp_fd, stats_fd;
+	int ep, sig_fd, tick_fd;
+	struct MHD_Daemon *mhd;
+	enum sup_mode mode;
+	int announced;          /* the "ready" line was logged */
+	unsigned configured;    /* workers wanted now (config, TTIN/TTOU) */
+	unsigned nslots;        /* slots ever used */
+	double last_scrape;     /* seconds the previous render took */
+	struct sup_slot slot[CFG_MAX_WORKERS];
+	struct sup_proc proc[CTR_MAX_CELLS];
+};
+
+/* loop.c */
+void sup_signals_init(struct sup *s);
+int sup_loop(struct sup *s);
+uint64_t sup_now_ns(void);
+double sup_epoch(void);
+
+/* spawn.c: process lifecycle */
+void sup_start_workers(struct sup *s);
+void sup_reap(struct sup *s);
+void sup_tick(struct sup *s);
+void sup_reload(struct sup *s);
+void sup_scale(struct sup *s, int delta);
+void sup_shutdown(struct sup *s, int immediate);
+void sup_forward(struct sup *s, int signo);
+unsigned sup_live_procs(const struct sup *s);
+enum snap_state sup_slot_state(const struct sup *s, unsigned i);
+
+/* http.c */
+int sup_http_start(struct sup *s);
+int sup_http_fd(struct sup *s);
+void sup_http_run(struct sup *s);
+int sup_http_timeout_ms(struct sup *s);
+void sup_http_stop(struct sup *s);
+
+/* snapshot.c */
+int sup_snapshot(struct sup *s, struct snapshot *snap);
+void sup_snapshot_free(struct snapshot *snap);
+
+#endif

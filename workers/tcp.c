@@ -1,0 +1,293 @@
+/*
+ * tcp.c: TCP connections of one worker.  A connection is a byte stream
+ * transform: whatever is read is uppercased into the worker's shared
+ * output buffer and written straight back.  Only what the client does not
+ * take at once is copied into a per-connection buffer, and while that
+ * buffer is non-empty the connection is not read: a client that never
+ * reads stalls itself (TCP flow control) and costs at most one buffer.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "wrk.h"
+
+#define TCP_ACCEPT_BATCH 64
+#define TCP_READS_PER_EVENT 4
+
+static void
+lru_unlink(struct wconn_list *l, struct wconn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		l->head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		l->tail = c->prev;
+	c->prev = c->next = NULL;
+}
+
+static void
+lru_append(struct wconn_list *l, struct wconn *c)
+{
+	c->prev = l->tail;
+	c->next = NULL;
+	if (l->tail)
+		l->tail->next = c;
+	else
+		l->head = c;
+	l->tail = c;
+}
+
+static struct wconn *
+conn_alloc(struct wrk *w)
+{
+	struct wconn *c = w->free_conns;
+
+	if (c != NULL)
+		w->free_conns = c->next;
+	else if ((c = malloc(sizeof(*c))) == NULL)
+		return NULL;
+	memset(c, 0, sizeof(*c));
+	return c;
+}
+
+static void
+conn_close(struct wrk *w, struct wconn *c)
+{
+	close(c->fd);
+	free(c->pend);
+	lru_unlink(&w->lru, c);
+	w->nconns--;
+	ctr_sub(w->cell, CTR_tcp_connections_active, 1);
+	ctr_observe(w->cell, w->now_ns - c->accepted_ns);
+	c->next = w->free_conns;
+	w->free_conns = c;
+}
+
+static int
+conn_interest(struct wrk *w, struct wconn *c, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = c };
+
+	if (c->events == events)
+		return 0;
+	c->events = events;
+	return epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void
+tcp_add(struct wrk *w, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct wconn *c;
+
+	if ((c = conn_alloc(w)) == NULL) {
+		close(fd);
+		ctr_add(w->cell, CTR_tcp_connections_rejected, 1);
+		return;
+	}
+	c->fd = fd;
+	c->events = EPOLLIN;
+	c->accepted_ns = c->last_rx_ns = w->now_ns;
+	ev.data.ptr = c;
+	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
+		log_warn("epoll_ctl add connection");
+		close(fd);
+		c->next = w->free_conns;
+		w->free_conns = c;
+		ctr_add(w->cell, CTR_tcp_connections_rejected, 1);
+		return;
+	}
+	lru_append(&w->lru, c);
+	w->nconns++;
+	ctr_add(w->cell, CTR_tcp_connections_accepted, 1);
+	ctr_add(w->cell, CTR_tcp_connections_active, 1);
+	wrk_served(w, 1);
+}
+
+/* Accept a batch; stop early when this worker holds more than its share
+ * (another worker takes the rest) or fds run out (retried next tick). */
+void
+tcp_accept(struct wrk *w)
+{
+	int i, fd;
+
+	for (i = 0; i < TCP_ACCEPT_BATCH && w->lfd != -1; i++) {
+		if (!wrk_may_accept(w)) {
+			wrk_listen(w, 0);
+			return;
+		}
+		fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM) {
+				log_warn("accept4");
+				wrk_listen(w, 0);
+			}
+			return;
+		}
+		if (w->nconns >= w->cfg->max_conns) {
+			close(fd);
+			ctr_add(w->cell, CTR_tcp_connections_rejected, 1);
+			continue;
+		}
+		tcp_add(w, fd);
+	}
+}
+
+/* Write what the transform produced; keep the rest for EPOLLOUT.
+ * Returns -1 when the connection is dead (and closed). */
+static int
+tcp_send(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t len)
+{
+	ssize_t n;
+	size_t off = 0;
+
+	while (off < len) {
+		n = write(c->fd, buf + off, len - off);
+		if (n > 0) {
+			off += (size_t)n;
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		conn_close(w, c);
+		return -1;
+	}
+	ctr_add(w->cell, CTR_tcp_bytes_sent, off);
+	if (off == len)
+		return 0;
+	if ((c->pend = malloc(len - off)) == NULL) {
+		conn_close(w, c);
+		return -1;
+	}
+	memcpy(c->pend, buf + off, len - off);
+	c->pend_len = (uint32_t)(len - off);
+	c->pend_off = 0;
+	return 0;
+}
+
+static uint64_t
+count_newlines(const uint8_t *p, size_t n)
+{
+	const uint8_t *end = p + n;
+	uint64_t lines = 0;
+
+	while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+		lines++;
+		p++;
+	}
+	return lines;
+}
+
+/* One read's worth; returns 1 to keep reading, 0 to stop, -1 if closed. */
+static int
+tcp_read_once(struct wrk *w, struct wconn *c)
+{
+	enum upc_mode mode = w->cfg->case_mode;
+	ssize_t n;
+	size_t out;
+
+	n = read(c->fd, w->inbuf, WRK_INBUF);
+	if (n > 0) {
+		ctr_add(w->cell, CTR_tcp_bytes_received, (uint64_t)n);
+		ctr_add(w->cell, CTR_tcp_lines_received,
+		    count_newlines(w->inbuf, (size_t)n));
+		c->last_rx_ns = w->now_ns;
+		w->cell->activity_ns = w->now_ns;
+		lru_unlink(&w->lru, c);
+		lru_append(&w->lru, c);
+		out = upc_feed(&c->st, mode, w->inbuf, (size_t)n, w->outbuf);
+		if (tcp_send(w, c, w->outbuf, out) == -1)
+			return -1;
+		return n == WRK_INBUF && c->pend == NULL;
+	}
+	if (n == 0) {
+		c->eof = 1;
+		out = upc_finish(&c->st, w->outbuf);
+		return tcp_send(w, c, w->outbuf, out) == -1 ? -1 : 0;
+	}
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return 0;
+	conn_close(w, c);
+	return -1;
+}
+
+static int
+tcp_flush(struct wrk *w, struct wconn *c)
+{
+	ssize_t n;
+
+	while (c->pend_off < c->pend_len) {
+		n = write(c->fd, c->pend + c->pend_off,
+		    c->pend_len - c->pend_off);
+		if (n > 0) {
+			c->pend_off += (uint32_t)n;
+			ctr_add(w->cell, CTR_tcp_bytes_sent, (uint64_t)n);
+		} else if (n == -1 && errno == EINTR) {
+			continue;
+		} else if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			return 0;
+		} else {
+			conn_close(w, c);
+			return -1;
+		}
+	}
+	free(c->pend);
+	c->pend = NULL;
+	c->pend_len = c->pend_off = 0;
+	return 0;
+}
+
+void
+tcp_event(struct wrk *w, struct wconn *c, uint32_t events)
+{
+	int i, r = 1;
+
+	if ((events & EPOLLOUT) && tcp_flush(w, c) == -1)
+		return;
+	if (c->pend == NULL && !c->eof && (events & (EPOLLIN | EPOLLHUP |
+	    EPOLLERR)))
+		for (i = 0; i < TCP_READS_PER_EVENT && r == 1; i++)
+			if ((r = tcp_read_once(w, c)) == -1)
+				return;
+	if (c->pend == NULL && c->eof) {
+		conn_close(w, c);
+		return;
+	}
+	if (conn_interest(w, c, c->pend ? EPOLLOUT : EPOLLIN) == -1)
+		conn_close(w, c);
+}
+
+/* Oldest input first: stop at the first connection still within the
+ * timeout. */
+void
+tcp_expire_idle(struct wrk *w)
+{
+	uint64_t limit = (uint64_t)w->cfg->idle_timeout * 1000000000ULL;
+	struct wconn *c;
+
+	while ((c = w->lru.head) != NULL && w->now_ns - c->last_rx_ns >= limit) {
+		ctr_add(w->cell, CTR_tcp_idle_timeouts, 1);
+		conn_close(w, c);
+	}
+}
+
+void
+tcp_close_all(struct wrk *w)
+{
+	w->now_ns = wrk_clock_ns();
+	while (w->lru.head != NULL)
+		conn_close(w, w->lru.head);
+}

@@ -1,0 +1,264 @@
+/*
+ * worker.c: a worker process's event loop.  One epoll watches the shared
+ * listener, the shared UDP socket, a signalfd (TERM drains, QUIT exits,
+ * USR1 reopens the log) and a timerfd whose ticks write the heartbeat the
+ * supervisor checks, expire idle connections and end a drain on time.
+ * Connections themselves live in tcp.c, datagrams in udp.c.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "worker.h"
+#include "wrk.h"
+
+#define WRK_TICK_NS 250000000L
+#define WRK_MAX_EVENTS 256
+
+uint64_t
+wrk_clock_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Even load without a lock: a worker accepts only while it holds no more
+ * than the mean of the serving workers' open connections plus a little
+ * slack (nginx's accept_disabled, computed from real numbers).  At least
+ * one worker is always at or below the mean, so the listener is never
+ * left without a taker.
+ */
+int
+wrk_may_accept(struct wrk *w)
+{
+	uint32_t i, hwm = __atomic_load_n(&w->tab->ncells_hwm, __ATOMIC_ACQUIRE);
+	uint64_t total = 0, n = 0, mine, mean;
+	const struct ctr_cell *c;
+
+	for (i = 0; i < hwm; i++) {
+		c = &w->tab->cell[i];
+		if (!__atomic_load_n(&c->in_use, __ATOMIC_RELAXED) ||
+		    !__atomic_load_n(&c->ready, __ATOMIC_RELAXED) ||
+		    __atomic_load_n(&c->draining, __ATOMIC_RELAXED))
+			continue;
+		total += ctr_get(&c->v[CTR_tcp_connections_active]);
+		n++;
+	}
+	if (n <= 1)
+		return 1;
+	mine = ctr_get(&w->cell->v[CTR_tcp_connections_active]);
+	mean = total / n;
+	return mine <= mean + 1 + mean / 16;
+}
+
+void
+wrk_listen(struct wrk *w, int on)
+{
+	struct epoll_event ev = { .events = EPOLLIN,
+		.data.u64 = WRK_EV_LISTEN };
+
+	if (w->lfd == -1 || w->listening == on)
+		return;
+	if (epoll_ctl(w->ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->lfd,
+	    &ev) == -1) {
+		log_warn("epoll_ctl listener");
+		return;
+	}
+	w->listening = on;
+	__atomic_store_n(&w->cell->listening, (uint32_t)on, __ATOMIC_RELAXED);
+}
+
+/* Counted for --max-requests: once past the jittered limit, ask the
+ * supervisor for a replacement (it stops us once that one serves). */
+void
+wrk_served(struct wrk *w, uint64_t n)
+{
+	uint64_t v = ctr_get(&w->cell->served) + n;
+
+	ctr_set(&w->cell->served, v);
+	if (w->recycle_at && v >= w->recycle_at && !w->cell->recycle)
+		__atomic_store_n(&w->cell->recycle, 1, __ATOMIC_RELAXED);
+}
+
+/* TERM: stop taking new work, keep serving open connections until they
+ * close or the drain timeout passes. */
+static void
+wrk_drain(struct wrk *w)
+{
+	if (w->draining)
+		return;
+	wrk_listen(w, 0);
+	if (w->lfd != -1)
+		close(w->lfd);
+	if (w->ufd != -1)
+		close(w->ufd);
+	w->lfd = w->ufd = -1;
+	w->draining = 1;
+	w->drain_deadline_ns = w->now_ns +
+	    (uint64_t)w->cfg->drain_timeout * 1000000000ULL;
+	__atomic_store_n(&w->cell->draining, 1, __ATOMIC_RELAXED);
+	log_debug("draining %u connections", w->nconns);
+}
+
+static int
+wrk_on_signal(struct wrk *w)
+{
+	struct signalfd_siginfo si;
+
+	while (read(w->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGQUIT)
+			return -1;
+		if (si.ssi_signo == SIGTERM)
+			wrk_drain(w);
+		else if (si.ssi_signo == SIGUSR1 && w->cfg->log_file[0] &&
+		    log_open(w->cfg->log_file) == -1)
+			log_warn("reopen %s", w->cfg->log_file);
+	}
+	return 0;
+}
+
+static void
+wrk_on_tick(struct wrk *w, pid_t parent)
+{
+	uint64_t n;
+
+	(void)!read(w->tick_fd, &n, sizeof(n));
+	__atomic_store_n(&w->cell->heartbeat_ns, w->now_ns, __ATOMIC_RELAXED);
+	if (w->cfg->idle_timeout)
+		tcp_expire_idle(w);
+	if (getppid() != parent)
+		wrk_drain(w); /* orphaned despite PDEATHSIG: stop serving */
+}
+
+static int
+wrk_add(int ep, int fd, uint32_t events, uint64_t tag)
+{
+	struct epoll_event ev = { .events = events, .data.u64 = tag };
+
+	return fd == -1 ? 0 : epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static int
+wrk_setup(struct wrk *w)
+{
+	struct itimerspec its = {
+		.it_interval = { 0, WRK_TICK_NS }, .it_value = { 0, WRK_TICK_NS }
+	};
+	sigset_t set;
+
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGINT, SIG_IGN);  /* a terminal's ^C reaches the whole group: */
+	signal(SIGHUP, SIG_IGN);  /* only the supervisor acts on these */
+	signal(SIGTTIN, SIG_IGN);
+	signal(SIGTTOU, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGQUIT);
+	sigaddset(&set, SIGUSR1);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) == -1 ||
+	    (w->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) == -1 ||
+	    (w->tick_fd = timerfd_create(CLOCK_MONOTONIC,
+	    TFD_NONBLOCK | TFD_CLOEXEC)) == -1 ||
+	    timerfd_settime(w->tick_fd, 0, &its, NULL) == -1 ||
+	    (w->ep = epoll_create1(EPOLL_CLOEXEC)) == -1)
+		return -1;
+	if (wrk_add(w->ep, w->sig_fd, EPOLLIN, WRK_EV_SIGNAL) == -1 ||
+	    wrk_add(w->ep, w->tick_fd, EPOLLIN, WRK_EV_TICK) == -1 ||
+	    wrk_add(w->ep, w->ufd, EPOLLIN | EPOLLEXCLUSIVE, WRK_EV_UDP) == -1)
+		return -1;
+	w->inbuf = malloc(WRK_INBUF);
+	w->outbuf = malloc(WRK_OUTBUF);
+	if (w->inbuf == NULL || w->outbuf == NULL ||
+	    (w->ufd != -1 && udp_init(w) == -1))
+		return -1;
+	wrk_listen(w, 1);
+	return 0;
+}
+
+static void
+wrk_dispatch(struct wrk *w, const struct epoll_event *ev, pid_t parent,
+    int *quit)
+{
+	switch (ev->data.u64) {
+	case WRK_EV_LISTEN:
+		tcp_accept(w);
+		break;
+	case WRK_EV_UDP:
+		udp_event(w);
+		break;
+	case WRK_EV_SIGNAL:
+		if (wrk_on_signal(w) == -1)
+			*quit = 1;
+		break;
+	case WRK_EV_TICK:
+		wrk_on_tick(w, parent);
+		break;
+	default:
+		tcp_event(w, ev->data.ptr, ev->events);
+	}
+}
+
+static void
+wrk_loop(struct wrk *w, pid_t parent)
+{
+	struct epoll_event ev[WRK_MAX_EVENTS];
+	int i, n, quit = 0;
+
+	while (!quit) {
+		n = epoll_wait(w->ep, ev, WRK_MAX_EVENTS, -1);
+		if (n == -1 && errno != EINTR) {
+			log_warn("epoll_wait");
+			break;
+		}
+		w->now_ns = wrk_clock_ns();
+		for (i = 0; i < n && !quit; i++)
+			wrk_dispatch(w, &ev[i], parent, &quit);
+		if (w->draining && (w->nconns == 0 ||
+		    w->now_ns >= w->drain_deadline_ns))
+			break;
+		if (!w->draining && !w->listening && wrk_may_accept(w))
+			wrk_listen(w, 1);
+	}
+}
+
+int
+wrk_main(const struct wrk_args *a)
+{
+	static struct wrk w;
+	char name[32];
+
+	snprintf(name, sizeof(name), "worker %u", a->slot);
+	log_procname(name);
+	w.cfg = a->cfg;
+	w.tab = a->tab;
+	w.cell = &a->tab->cell[a->cell];
+	w.slot = a->slot;
+	w.lfd = a->tcp_fd;
+	w.ufd = a->udp_fd;
+	w.now_ns = wrk_clock_ns();
+	if (a->cfg->max_requests) {
+		srandom((unsigned)getpid() ^ (unsigned)w.now_ns);
+		w.recycle_at = a->cfg->max_requests + (uint64_t)random() %
+		    (a->cfg->max_requests / 10 + 1);
+	}
+	if (wrk_setup(&w) == -1) {
+		log_warn("worker setup");
+		return 2;
+	}
+	__atomic_store_n(&w.cell->heartbeat_ns, w.now_ns, __ATOMIC_RELAXED);
+	__atomic_store_n(&w.cell->ready, 1, __ATOMIC_RELEASE);
+	wrk_loop(&w, a->parent);
+	tcp_close_all(&w);
+	return 0;
+}

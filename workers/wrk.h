@@ -1,0 +1,84 @@
+/*
+ * wrk.h: a worker process's private state, shared by worker.c (the event
+ * loop, signals, heartbeat, draining), tcp.c (connections) and udp.c
+ * (datagrams).  Nothing here is visible to the supervisor except through
+ * the worker's counter cell.
+ */
+#ifndef UPPERD_WRK_H
+#define UPPERD_WRK_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "counters.h"
+#include "upcase.h"
+
+/* Read size per connection; the transform output and the pending-output
+ * cap follow from it. */
+#define WRK_INBUF (64 * 1024)
+#define WRK_OUTBUF UPC_OUT_MAX(WRK_INBUF)
+
+/* epoll tags of the non-connection fds (connections use their pointer). */
+#define WRK_EV_LISTEN 1
+#define WRK_EV_UDP 2
+#define WRK_EV_SIGNAL 3
+#define WRK_EV_TICK 4
+
+/*
+ * One TCP connection.  An idle connection owns no buffer: output that the
+ * client has not yet taken is the only thing ever allocated per
+ * connection, and it is freed as soon as it drains.
+ */
+struct wconn {
+	int fd;
+	uint32_t events;        /* the current epoll interest */
+	struct upc_stream st;   /* carries a split UTF-8 character */
+	uint8_t eof;            /* the client shut down its sending side */
+	uint8_t *pend;          /* unsent output, NULL when none */
+	uint32_t pend_len;
+	uint32_t pend_off;
+	uint64_t accepted_ns;
+	uint64_t last_rx_ns;    /* for --idle-timeout */
+	struct wconn *prev, *next; /* idle order: oldest input first */
+};
+
+struct wconn_list {
+	struct wconn *head, *tail;
+};
+
+struct wrk {
+	const struct cfg *cfg;
+	struct ctr_table *tab;
+	struct ctr_cell *cell;
+	unsigned slot;
+	int ep, sig_fd, tick_fd, lfd, ufd;
+	int listening;          /* lfd is in the epoll set */
+	int draining;
+	uint64_t drain_deadline_ns;
+	uint64_t now_ns;        /* CLOCK_MONOTONIC, refreshed every wakeup */
+	uint64_t recycle_at;    /* served count that triggers recycling */
+	unsigned nconns;
+	struct wconn_list lru;
+	struct wconn *free_conns;
+	uint8_t *inbuf;         /* shared by every connection: reads are */
+	uint8_t *outbuf;        /* transformed and written before the next */
+	struct wrk_udp *udp;
+};
+
+/* tcp.c */
+void tcp_accept(struct wrk *w);
+void tcp_event(struct wrk *w, struct wconn *c, uint32_t events);
+void tcp_expire_idle(struct wrk *w);
+void tcp_close_all(struct wrk *w);
+
+/* udp.c */
+int udp_init(struct wrk *w);
+void udp_event(struct wrk *w);
+
+/* worker.c */
+uint64_t wrk_clock_ns(void);
+int wrk_may_accept(struct wrk *w);
+void wrk_listen(struct wrk *w, int on);
+void wrk_served(struct wrk *w, uint64_t n);
+
+#endif
