@@ -77,7 +77,8 @@ static const struct cfg_opt cfg_opts[] = {
 	{ "user", 0, CFG_KIND_STR, CFG_STR(user), 0, 0 },
 };
 
-#define CFG_NOPTS (sizeof(cfg_opts) / sizeof(cfg_opts[0]))
+#define CFG_NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#define CFG_NOPTS CFG_NELEM(cfg_opts)
 /* getopt_long's value for cfg_opts[i] given in its long form. */
 #define CFG_LONG_VAL(i) (256 + (int)(i))
 /* '+': stop at the first operand, never permute the caller's argv (it is
@@ -376,12 +377,14 @@ cfg_apply(struct cfg *c, const struct cfg_opt *o, const char *v, char *why,
 	case CFG_KIND_STR:
 		return cfg_apply_str(c, o, v, why, whylen);
 	case CFG_KIND_CASE:
-		i = cfg_choice(v, cfg_case_names, 2, why, whylen);
+		i = cfg_choice(v, cfg_case_names,
+		    CFG_NELEM(cfg_case_names), why, whylen);
 		if (i >= 0)
 			c->case_mode = (enum upc_mode)i;
 		return i < 0 ? -1 : 0;
 	case CFG_KIND_LEVEL:
-		i = cfg_choice(v, cfg_level_names, 4, why, whylen);
+		i = cfg_choice(v, cfg_level_names,
+		    CFG_NELEM(cfg_level_names), why, whylen);
 		if (i >= 0)
 			c->log_level = (enum log_level)i;
 		return i < 0 ? -1 : 0;
@@ -438,12 +441,18 @@ cfg_set(struct cfg *c, const char *key, const char *value, char *err,
 	return cfg_set_opt(c, o, value, "--", err, errlen);
 }
 
-/* Skip leading blanks (isspace without the locale). */
+/* isspace() without the locale: the file format must not depend on it. */
+static bool
+cfg_is_blank(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' ||
+	    ch == '\v' || ch == '\f';
+}
+
 static char *
 cfg_skip_space(char *p)
 {
-	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\v' ||
-	    *p == '\f' || *p == '\n')
+	while (cfg_is_blank(*p))
 		p++;
 	return p;
 }
@@ -454,7 +463,7 @@ cfg_trim_end(char *p)
 {
 	size_t n = strlen(p);
 
-	while (n > 0 && cfg_skip_space(p + n - 1) != p + n - 1)
+	while (n > 0 && cfg_is_blank(p[n - 1]))
 		p[--n] = '\0';
 }
 
@@ -483,7 +492,7 @@ cfg_line_value(char *v, const char **why)
 		return v + 1;
 	}
 	for (q = v; *q != '\0'; q++)
-		if (*q == '#' && (q == v || cfg_skip_space(q - 1) == q)) {
+		if (*q == '#' && (q == v || cfg_is_blank(q[-1]))) {
 			*q = '\0';
 			break;
 		}

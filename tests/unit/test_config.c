@@ -356,8 +356,8 @@ static const struct {
 	{ "udp", "[1.2.3.4]:1", "not a numeric IPv6 address" },
 	{ "stats", "[fe80::1%eth0]:80", "not a numeric IPv6 address" },
 	{ "config", "", "expected a file name" },
-	{ "user", "a-user-name-that-is-far-too-long-to-fit-in-the-sixty-four-byte-"
-	    "field", "too long (at most 63 bytes)" },
+	{ "user", "a-user-name-that-is-far-too-long-to-fit-in-the-sixty-four-"
+	    "byte-field", "too long (at most 63 bytes)" },
 };
 
 /*

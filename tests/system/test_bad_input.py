@@ -1,0 +1,340 @@
+"""
+Bad input of every kind: command-line flags, config files, ports in use,
+garbage bytes, huge writes, a client that never reads, the largest UDP
+datagram, and a flood of garbage on the HTTP port.
+"""
+
+import hashlib
+import os
+import random
+import select
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import (UPPERD, children_of, free_port, http_get, http_raw,
+                      is_upperd, port_is_free, recv_exactly, rss_kib,
+                      run_expect_exit, tcp_connect, tcp_roundtrip, ucase,
+                      udp_roundtrip, wait_until, assert_no_sanitizer)
+
+
+def addr_args():
+    p, s = free_port(), free_port()
+    return p, s, ["--tcp", "127.0.0.1:%d" % p, "--udp", "127.0.0.1:%d" % p,
+                  "--stats", "127.0.0.1:%d" % s]
+
+
+def assert_one_line(text):
+    assert_no_sanitizer(text)
+    lines = text.splitlines()
+    assert len(lines) == 1 and text.endswith("\n"), \
+        "want exactly one line on stderr, got %r" % text
+    assert lines[0].strip(), text
+    return lines[0]
+
+
+def assert_nothing_left(p, s):
+    """Nothing serves or holds the ports."""
+    wait_until(lambda: port_is_free(p) and port_is_free(s), 3,
+               msg="ports %d and %d free" % (p, s))
+
+
+# (extra args, words of which at least one must appear in the message)
+BAD_FLAGS = [
+    (["--bogus"], ["bogus"]),
+    (["-Z"], ["Z"]),
+    (["--workers", "0"], ["workers", "0"]),
+    (["--workers", "abc"], ["workers", "abc"]),
+    (["--workers", "1025"], ["workers", "1025"]),
+    (["--workers", "-1"], ["workers", "-1"]),
+    (["--workers", "2x"], ["workers", "2x"]),
+    (["--workers"], ["workers"]),
+    (["--case", "foo"], ["case", "foo"]),
+    (["--tcp", "garbage"], ["tcp", "garbage"]),
+    (["--tcp", "127.0.0.1:99999"], ["tcp", "99999"]),
+    (["--udp", "127.0.0.1"], ["udp", "127.0.0.1"]),
+    (["--stats", "nonsense:port"], ["stats", "nonsense"]),
+    (["--log-level", "loud"], ["log-level", "log_level", "loud"]),
+    (["--max-conns", "many"], ["max-conns", "max_conns", "many"]),
+    (["--idle-timeout", "soon"], ["idle-timeout", "idle_timeout", "soon"]),
+    (["--drain-timeout", "-5"], ["drain-timeout", "drain_timeout", "-5"]),
+    (["extra"], ["extra"]),
+]
+
+
+@pytest.mark.parametrize("extra,words", BAD_FLAGS,
+                         ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flags(extra, words):
+    p, s, args = addr_args()
+    r = run_expect_exit(args + extra)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    line = assert_one_line(r.stderr)
+    assert any(w.lower() in line.lower() for w in words), line
+    assert r.stdout == ""
+    assert_nothing_left(p, s)
+
+
+def test_help_and_version():
+    r = run_expect_exit(["--help"])
+    assert r.returncode == 0
+    assert "--workers" in r.stdout and "--tcp" in r.stdout
+    r = run_expect_exit(["-V"])
+    assert r.returncode == 0
+    assert "0.1.0" in r.stdout
+    r = run_expect_exit(["--version"])
+    assert r.returncode == 0
+    assert "0.1.0" in r.stdout
+
+
+@pytest.mark.parametrize("content", [
+    "bogus = 1\n",
+    "workers = abc\n",
+    "workers = 0\n",
+    "case = shouting\n",
+    "# fine\nworkers = 2\nthis line has no equals sign\n",
+], ids=["unknown-key", "bad-value", "zero-workers", "bad-case", "no-equals"])
+def test_bad_config_file(tmp_path, content):
+    conf = tmp_path / "upperd.conf"
+    conf.write_text(content)
+    p, s, args = addr_args()
+    r = run_expect_exit(args + ["--config", str(conf)])
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    line = assert_one_line(r.stderr)
+    assert str(conf) in line or "upperd.conf" in line, line
+    assert_nothing_left(p, s)
+
+
+def test_missing_config_file(tmp_path):
+    conf = tmp_path / "missing.conf"
+    p, s, args = addr_args()
+    r = run_expect_exit(args + ["-c", str(conf)])
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    line = assert_one_line(r.stderr)
+    assert "missing.conf" in line, line
+    assert_nothing_left(p, s)
+
+
+def test_good_config_file_and_override(upperd, tmp_path):
+    conf = tmp_path / "good.conf"
+    conf.write_text("# upperd settings\n\nworkers = 1\ncase = ascii\n"
+                    "  log-level = debug\n")
+    d = upperd(workers=None, config=str(conf))
+    doc = d.stats()
+    assert doc["workers_configured"] == 1
+    assert udp_roundtrip(d.udp_port, "straße".encode()) == "STRAßE".encode()
+    # the command line wins over the file
+    d2 = upperd(workers=3, config=str(conf))
+    assert d2.stats()["workers_configured"] == 3
+
+
+@pytest.mark.parametrize("which", ["tcp", "udp", "stats"])
+def test_port_in_use(which):
+    p, s, args = addr_args()
+    if which == "tcp":
+        hog = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hog.bind(("127.0.0.1", p))
+        hog.listen(1)
+    elif which == "udp":
+        hog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        hog.bind(("127.0.0.1", p))
+    else:
+        hog = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hog.bind(("127.0.0.1", s))
+        hog.listen(1)
+    try:
+        r = run_expect_exit(args)
+        assert r.returncode == 1, (r.returncode, r.stderr)
+        line = assert_one_line(r.stderr)
+        assert str(s if which == "stats" else p) in line, line
+    finally:
+        hog.close()
+    assert_nothing_left(p, s)
+
+
+def test_ucase_oracle_is_right():
+    """The oracle for "valid UTF-8 uppercased, invalid bytes unchanged"."""
+    assert ucase(b"a\xffb") == b"A\xffB"
+    assert ucase("straße".encode()) == b"STRASSE"
+    assert ucase(b"\xe2\x82x") == b"\xe2\x82X"           # truncated
+    assert ucase(b"\xed\xa0\x80a") == b"\xed\xa0\x80A"   # surrogate
+    assert ucase(b"\xc0\xafz") == b"\xc0\xafZ"           # overlong
+    assert ucase(b"\xf4\x90\x80\x80q") == b"\xf4\x90\x80\x80Q"  # > U+10FFFF
+    assert ucase(b"\x00\xc3\xa9\x00") == b"\x00\xc3\x89\x00"
+    # invalid bytes never merge with neighbours into something valid
+    assert ucase(b"\xc3\xc3\xa9") == b"\xc3\xc3\x89"
+    # every byte string round-trips through the oracle's decode/encode
+    rnd = random.Random(7)
+    for _ in range(200):
+        b = bytes(rnd.randrange(256) for _ in range(64))
+        assert b.decode("utf-8", "surrogateescape").encode(
+            "utf-8", "surrogateescape") == b
+
+
+def test_garbage_bytes_tcp(daemon):
+    rnd = random.Random(20261121)
+    data = bytes(rnd.randrange(256) for _ in range(64 * 1024))
+    assert b"\x00" in data
+    # random segment sizes so sequences get split across reads
+    chunks = [rnd.randrange(1, 4096) for _ in range(60)]
+    exp = ucase(data)
+    got = tcp_roundtrip(daemon.tcp_port, data, len(exp), timeout=30,
+                        chunks=chunks)
+    assert got == exp
+    # the connection survived and the service is fine
+    assert udp_roundtrip(daemon.udp_port, b"ok") == b"OK"
+
+
+def test_garbage_bytes_udp(daemon):
+    rnd = random.Random(42)
+    for _ in range(50):
+        data = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 2000)))
+        assert udp_roundtrip(daemon.udp_port, data) == ucase(data)
+
+
+def test_10mib_without_newline(daemon):
+    rnd = random.Random(10)
+    unit = ("abcdefghijklmnopqrstuvwxyz straße ǆ " * 64).encode()
+    data = unit * (10 * 1024 * 1024 // len(unit) + 1)
+    data = data[:10 * 1024 * 1024]
+    assert b"\n" not in data
+    exp = ucase(data)
+    s = tcp_connect(daemon.tcp_port, timeout=60)
+    err = []
+
+    def send():
+        try:
+            off = 0
+            while off < len(data):
+                n = rnd.randrange(1, 256 * 1024)
+                s.sendall(data[off:off + n])
+                off += n
+        except OSError as e:
+            err.append(e)
+
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    try:
+        got = recv_exactly(s, len(exp), timeout=90)
+    finally:
+        t.join(30)
+        s.close()
+    assert not err
+    assert len(got) == len(exp)
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(exp).hexdigest()
+
+
+def test_client_that_never_reads(upperd):
+    """One client sends and never reads; the worker must stop reading from
+    it (so its send blocks) and keep serving another client; memory stays
+    bounded.  One worker, so both clients share it."""
+    d = upperd(workers=1)
+    pid = d.worker_pids()[0]
+    rss0 = rss_kib(pid)
+    hog = tcp_connect(d.tcp_port)
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    hog.setblocking(False)
+    chunk = b"never read me " * 4681  # ~64 KiB
+    sent = 0
+    blocked = False
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline:
+            try:
+                sent += hog.send(chunk)
+                continue
+            except BlockingIOError:
+                pass
+            # not writable for a whole second: the server stopped reading
+            _, w, _ = select.select([], [hog], [], 1.0)
+            if not w:
+                blocked = True
+                break
+        assert blocked, "sent %d bytes in 20 s and the socket never " \
+            "blocked" % sent
+        assert sent < 512 * 1024 * 1024
+        # another client on the same worker is served correctly
+        for i in range(20):
+            msg = ("other client %d straße\n" % i).encode()
+            exp = ucase(msg)
+            assert tcp_roundtrip(d.tcp_port, msg, len(exp)) == exp
+            assert udp_roundtrip(d.udp_port, msg) == exp
+        grew = rss_kib(pid) - rss0
+        assert grew < 64 * 1024, "worker RSS grew by %d KiB" % grew
+        assert d.worker_pids() == [pid], "worker was replaced"
+    finally:
+        hog.close()
+    wait_until(lambda: d.stats()["totals"]["tcp_connections_active"] == 0,
+               10, msg="the hog's connection closed")
+    msg = b"after the hog\n"
+    assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+
+
+def test_largest_udp_datagram(daemon):
+    data = bytes(ord("a") + i % 26 for i in range(65507))
+    reply = udp_roundtrip(daemon.udp_port, data, bufsize=70000)
+    assert len(reply) == 65507
+    assert reply == data.upper()
+    # multi-byte text of the maximum size
+    data = "ß".encode() * (65506 // 2) + b"x"
+    assert len(data) == 65507
+    assert udp_roundtrip(daemon.udp_port, data, bufsize=70000) == ucase(data)
+
+
+def test_many_datagrams(daemon):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    try:
+        for i in range(300):
+            msg = b"datagram %d" % i
+            s.sendto(msg, ("127.0.0.1", daemon.udp_port))
+            reply, _ = s.recvfrom(2048)
+            assert reply == msg.upper()
+    finally:
+        s.close()
+
+
+def test_http_garbage_flood(daemon):
+    """Garbage, half requests and idle connections on the stats port do not
+    break it, nor the service."""
+    rnd = random.Random(99)
+    workers = daemon.worker_pids()
+    idle = []
+    try:
+        for i in range(150):
+            c = socket.create_connection(("127.0.0.1", daemon.stats_port),
+                                         timeout=5)
+            kind = i % 3
+            if kind == 0:
+                try:
+                    c.sendall(bytes(rnd.randrange(256)
+                                    for _ in range(rnd.randrange(1, 3000))))
+                except OSError:
+                    pass
+                c.close()
+            elif kind == 1:
+                c.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\n")  # never ends
+                idle.append(c)
+            else:
+                idle.append(c)  # connects and says nothing
+        # while those are open, the endpoints answer promptly
+        t0 = time.monotonic()
+        st, _, body = http_get(daemon.stats_port, "/healthz", timeout=5)
+        assert (st, body.strip()) == (200, b"ok")
+        doc = daemon.stats()
+        assert doc["workers_running"] == 2
+        assert daemon.metrics().get("upperd_workers_running") == 2
+        assert time.monotonic() - t0 < 5
+        for i in range(20):
+            raw = http_raw(daemon.stats_port, b"\xff" * 64 + b"\r\n\r\n",
+                           timeout=5)
+    finally:
+        for c in idle:
+            c.close()
+    assert daemon.alive()
+    assert daemon.worker_pids() == workers
+    assert udp_roundtrip(daemon.udp_port, b"still") == b"STILL"
+    st, _, body = http_get(daemon.stats_port, "/healthz")
+    assert st == 200

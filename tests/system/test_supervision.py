@@ -1,0 +1,326 @@
+"""
+Supervision: a killed worker is replaced in its slot with its counters
+kept; graceful stop (TERM/INT) with a connection open mid-stream; QUIT;
+workers die with the supervisor; --pid-file, --log-file (and USR1),
+--user.
+"""
+
+import os
+import pwd
+import signal
+import socket
+import time
+
+import pytest
+
+from conftest import (COUNTERS, GAUGES, LOG_LINE_RE, REASONS, http_get,
+                      is_upperd, pid_alive, port_is_free, proc_status,
+                      recv_exactly, recv_until_eof, tcp_connect,
+                      tcp_roundtrip, udp_roundtrip, wait_until)
+
+
+def slot_of(doc, slot):
+    return [w for w in doc["workers"] if w["slot"] == slot][0]
+
+
+def traffic(d, n=20):
+    for i in range(n):
+        msg = b"traffic %d\n" % i
+        assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+        assert udp_roundtrip(d.udp_port, msg) == msg.upper()
+
+
+def settle(d):
+    return wait_until(
+        lambda: (lambda doc: doc if doc["totals"]["tcp_connections_active"]
+                 == 0 else None)(d.stats()), 10, msg="no active connections")
+
+
+def test_kill_9_worker_replaced_in_same_slot(daemon):
+    traffic(daemon)
+    before = settle(daemon)
+    # the busiest worker, so its counters are not all zero
+    victim = max(before["workers"], key=lambda w: w["tcp_bytes_received"] +
+                 w["udp_bytes_received"])
+    slot, old_pid = victim["slot"], victim["pid"]
+    assert victim["tcp_bytes_received"] + victim["udp_bytes_received"] > 0
+    other = [w for w in before["workers"] if w["slot"] != slot][0]
+    os.kill(old_pid, signal.SIGKILL)
+
+    def replaced():
+        w = slot_of(daemon.stats(), slot)
+        return w if (w["pid"] and w["pid"] != old_pid and
+                     w["state"] == "running") else None
+
+    w = wait_until(replaced, 15, msg="slot %d to get a new pid" % slot)
+    new_pid = w["pid"]
+    assert pid_alive(new_pid)
+    assert int(proc_status(new_pid)["PPid"]) == daemon.pid
+    assert w["restarts"] == victim["restarts"] + 1 == 1
+    assert w["restarts_by_reason"] == {"crash": 1, "hung": 0, "recycle": 0,
+                                       "reload": 0}
+    assert w["last_exit"] == "signal 9"
+    for k in COUNTERS:
+        if k not in GAUGES:
+            assert w[k] >= victim[k], k
+    after = daemon.stats()
+    assert after["worker_restarts"] == 1
+    # the other slot is untouched
+    o = slot_of(after, other["slot"])
+    assert o["pid"] == other["pid"] and o["restarts"] == 0
+    assert o["last_exit"] is None
+    for k in COUNTERS:
+        if k not in GAUGES:
+            assert after["totals"][k] >= before["totals"][k], k
+    # the metrics agree
+    m = daemon.metrics()
+    assert m.get("upperd_worker_restarts_total", worker=str(slot),
+                 reason="crash") == 1
+    assert m.get("upperd_worker_restarts_total", worker=str(other["slot"]),
+                 reason="crash") == 0
+    # the death is logged with its cause
+    lines = [ln for ln in daemon.log().splitlines() if str(old_pid) in ln
+             and LOG_LINE_RE.match(ln) and "supervisor" in ln]
+    assert any("signal 9" in ln or "SIGKILL" in ln for ln in lines), \
+        daemon.log()[-3000:]
+    # service as before, and counters exact on top of what was there
+    traffic(daemon, 10)
+    doc = settle(daemon)
+    assert doc["totals"]["tcp_connections_accepted"] == \
+        before["totals"]["tcp_connections_accepted"] + 10
+    assert doc["totals"]["udp_datagrams_received"] == \
+        before["totals"]["udp_datagrams_received"] + 10
+    st, _, body = http_get(daemon.stats_port, "/healthz")
+    assert (st, body.strip()) == (200, b"ok")
+
+
+def test_crash_loop_backoff(daemon):
+    """A slot that keeps dying is restarted no faster than once a second,
+    shows state "backoff" meanwhile, and /healthz says 503."""
+    slot = 0
+    starts = [slot_of(daemon.stats(), slot)["started_at"]]
+    pid = slot_of(daemon.stats(), slot)["pid"]
+    saw_backoff = False
+    saw_503 = False
+    for i in range(2):
+        os.kill(pid, signal.SIGKILL)
+
+        def respawned():
+            nonlocal saw_backoff, saw_503
+            w = slot_of(daemon.stats(), slot)
+            if w["state"] == "backoff":
+                saw_backoff = True
+                st, _, _ = http_get(daemon.stats_port, "/healthz")
+                if st == 503:
+                    saw_503 = True
+            return w if (w["pid"] and w["pid"] != pid and
+                         w["state"] == "running") else None
+
+        w = wait_until(respawned, 20, msg="respawn %d" % i)
+        pid = w["pid"]
+        starts.append(w["started_at"])
+        assert w["restarts"] == i + 1
+        assert w["restarts_by_reason"]["crash"] == i + 1
+    # the second death of a slot that was healthy for under 10 s waits at
+    # least 1 s before the next spawn
+    assert starts[2] - starts[1] >= 0.95, starts
+    assert saw_backoff
+    assert saw_503
+    st, _, body = http_get(daemon.stats_port, "/healthz")
+    assert st == 200
+
+
+def new_connection_served(port):
+    """True if a new TCP connection gets an answer within 0.5 s."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=0.5)
+    except OSError:
+        return False
+    try:
+        s.settimeout(0.5)
+        s.sendall(b"ping\n")
+        return s.recv(100) == b"PING\n"
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT],
+                         ids=["TERM", "INT"])
+def test_graceful_stop_mid_stream(upperd, sig):
+    d = upperd(drain_timeout=20)
+    workers = d.worker_pids()
+    c = tcp_connect(d.tcp_port)
+    try:
+        c.sendall(b"first part, ")
+        assert recv_exactly(c, 12) == b"FIRST PART, "
+        c.sendall(b"half a char \xc3")
+        assert recv_exactly(c, 12) == b"HALF A CHAR "
+        d.send_signal(sig)
+        # no new connection is served any more
+        wait_until(lambda: not new_connection_served(d.tcp_port), 10,
+                   msg="new connections to be refused/unserved")
+        # the open connection goes on: the character completes, more text
+        c.sendall(b"\xa9 and more\n")
+        assert recv_exactly(c, 11) == "É AND MORE\n".encode()
+        c.sendall(b"still going\n")
+        assert recv_exactly(c, 12) == b"STILL GOING\n"
+        assert d.alive(), "exited while a connection was still open"
+    finally:
+        c.close()
+    t0 = time.monotonic()
+    assert d.wait_exit(10) == 0
+    # it exited because the connection finished, not by the drain timeout
+    assert time.monotonic() - t0 < 10
+    wait_until(lambda: not any(pid_alive(p) for p in workers), 5,
+               msg="workers gone")
+    assert not [p for p in workers if is_upperd(p)]
+    assert wait_until(lambda: port_is_free(d.tcp_port), 5)
+
+
+def test_drain_timeout_cuts_idle_connection(upperd):
+    d = upperd(drain_timeout=1)
+    c = tcp_connect(d.tcp_port)
+    try:
+        c.sendall(b"hello")
+        assert recv_exactly(c, 5) == b"HELLO"
+        t0 = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        assert d.wait_exit(10) == 0
+        elapsed = time.monotonic() - t0
+        assert 0.5 <= elapsed < 6, elapsed
+        # the connection was closed by the server
+        assert recv_until_eof(c, timeout=5) == b""
+    except ConnectionResetError:
+        pass  # a reset is a close too
+    finally:
+        c.close()
+
+
+def test_quit_exits_at_once(upperd):
+    d = upperd(drain_timeout=30)
+    workers = d.worker_pids()
+    c = tcp_connect(d.tcp_port)
+    try:
+        c.sendall(b"open\n")
+        assert recv_exactly(c, 5) == b"OPEN\n"
+        t0 = time.monotonic()
+        d.send_signal(signal.SIGQUIT)
+        assert d.wait_exit(5) == 0
+        assert time.monotonic() - t0 < 3
+    finally:
+        c.close()
+    wait_until(lambda: not any(pid_alive(p) for p in workers), 5,
+               msg="workers gone after QUIT")
+
+
+def test_workers_die_with_supervisor(daemon):
+    workers = daemon.worker_pids()
+    assert len(workers) == 2
+    os.kill(daemon.pid, signal.SIGKILL)
+    assert daemon.wait_exit(5) == -signal.SIGKILL
+    wait_until(lambda: not any(pid_alive(p) for p in workers), 10,
+               msg="orphaned workers %r to exit" % workers)
+    # nothing holds the ports any more
+    wait_until(lambda: port_is_free(daemon.tcp_port), 5,
+               msg="service port free")
+    wait_until(lambda: port_is_free(daemon.stats_port), 5,
+               msg="stats port free")
+
+
+def test_pid_file(upperd, tmp_path):
+    pf = tmp_path / "upperd.pid"
+    d = upperd(pid_file=str(pf))
+    assert pf.read_text().strip() == str(d.pid)
+    assert pf.read_text() in (str(d.pid), "%d\n" % d.pid)
+    assert d.stop(signal.SIGTERM, 10) == 0
+    assert not pf.exists()
+
+
+def test_log_file(upperd):
+    d = upperd()
+    text = d.log()
+    lines = text.splitlines()
+    assert lines, "log file is empty"
+    for ln in lines:
+        assert LOG_LINE_RE.match(ln), "bad log line: %r" % ln
+    ready = [ln for ln in lines if "ready" in ln and
+             LOG_LINE_RE.match(ln).group(2) == "supervisor"]
+    assert len(ready) == 1, lines
+    for addr in ("127.0.0.1:%d" % d.tcp_port, "127.0.0.1:%d" % d.stats_port):
+        assert addr in ready[0], ready[0]
+    # the UDP address is the same ADDR:PORT as TCP here: it appears twice
+    # or the line says udp next to it
+    assert ready[0].count("127.0.0.1:%d" % d.tcp_port) >= 2 or \
+        "udp" in ready[0].lower(), ready[0]
+    # log lines do not go to stderr when --log-file is given
+    assert not [ln for ln in d.stderr().splitlines()
+                if LOG_LINE_RE.match(ln)], d.stderr()
+
+
+def test_log_to_stderr_without_log_file(upperd):
+    d = upperd(log_to_file=False)
+    text = wait_until(lambda: d.stderr() if "ready" in d.stderr() else None,
+                      5, msg="ready line on stderr")
+    for ln in text.splitlines():
+        assert LOG_LINE_RE.match(ln), "bad log line: %r" % ln
+
+
+def test_usr1_reopens_log_file(upperd):
+    d = upperd()
+    rotated = d.log_path + ".1"
+    os.rename(d.log_path, rotated)
+    d.send_signal(signal.SIGUSR1)
+    wait_until(lambda: os.path.exists(d.log_path), 5,
+               msg="log file reopened")
+    rotated_size = os.path.getsize(rotated)
+    # something to log: a worker death
+    pid = d.worker_pids()[0]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: str(pid) in d.log(), 10,
+               msg="the death logged in the new file")
+    # nothing more went to the rotated file
+    assert os.path.getsize(rotated) == rotated_size
+    for ln in d.log().splitlines():
+        assert LOG_LINE_RE.match(ln), ln
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--user needs root")
+def test_user_nobody(upperd):
+    nobody = pwd.getpwnam("nobody")
+    d = upperd(user="nobody")
+    for pid in d.worker_pids():
+        st = proc_status(pid)
+        assert st["Uid"].split() == [str(nobody.pw_uid)] * 4, st["Uid"]
+        assert st["Gid"].split() == [str(nobody.pw_gid)] * 4, st["Gid"]
+        # supplementary groups dropped too (no root group left)
+        assert "0" not in st.get("Groups", "").split(), st["Groups"]
+    msg = b"as nobody\n"
+    assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+    assert udp_roundtrip(d.udp_port, b"as nobody") == b"AS NOBODY"
+    # replaced workers drop privileges too
+    old = d.worker_pids()[0]
+    os.kill(old, signal.SIGKILL)
+
+    def respawned():
+        ws = d.stats()["workers"]
+        pids = [w["pid"] for w in ws]
+        return pids if (old not in pids and
+                        all(w["state"] == "running" for w in ws)) else None
+
+    for pid in wait_until(respawned, 15, msg="respawn"):
+        assert proc_status(pid)["Uid"].split() == [str(nobody.pw_uid)] * 4
+    assert d.stop(signal.SIGTERM, 10) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--user needs root")
+def test_user_unknown(tmp_path):
+    from conftest import free_port, run_expect_exit
+    p, s = free_port(), free_port()
+    r = run_expect_exit(["--tcp", "127.0.0.1:%d" % p, "--udp",
+                         "127.0.0.1:%d" % p, "--stats", "127.0.0.1:%d" % s,
+                         "--user", "no-such-user-upperd"])
+    assert r.returncode in (1, 2)
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    assert "no-such-user-upperd" in r.stderr
