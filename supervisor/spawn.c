@@ -279,15 +279,19 @@ sup_check_hung(struct sup *s, unsigned i, uint64_t now)
 	uint64_t hb = __atomic_load_n(&c->heartbeat_ns, __ATOMIC_RELAXED);
 	uint64_t act = __atomic_load_n(&c->activity_ns, __ATOMIC_RELAXED);
 	int cell = sl->active;
+	char last[32] = "never";
 
 	if (now < hb || now - hb < (uint64_t)s->cfg.heartbeat_timeout * NS)
 		return;
-	log_warnx("worker %u pid %d hung: no heartbeat for %.1fs (%s, %llu "
-	    "connections open, last client i/o %s%.1fs ago), killing it",
+	if (act)
+		snprintf(last, sizeof(last), "%.1fs ago",
+		    (double)(now - act) / 1e9);
+	log_warnx("worker %u pid %d hung: no heartbeat for %.1fs while "
+	    "%s, %llu connections open, last client i/o %s; killing it",
 	    i, (int)s->proc[cell].pid, (double)(now - hb) / 1e9,
 	    c->ready ? "serving" : "starting",
 	    (unsigned long long)ctr_get(&c->v[CTR_tcp_connections_active]),
-	    act ? "" : "never, ", act ? (double)(now - act) / 1e9 : 0.0);
+	    last);
 	sup_kill_proc(s, cell, SUP_STOP_HUNG);
 	sl->restarts[SNAP_HUNG]++;
 	sl->active = sup_spawn(s, i);
