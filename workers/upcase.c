@@ -49,9 +49,9 @@ enum { UPC_BAD = 0, UPC_TRUNC = -1 };
 
 /* upc_blk[] values; UPC_BLK_MEMO + i names upc_memo[i]. */
 enum {
-	UPC_BLK_UNKNOWN = 0,	/* not looked at yet: zeroed BSS needs no init */
-	UPC_BLK_SAME,		/* no character of the block changes */
-	UPC_BLK_SLOW,		/* not memoised: ask u8_toupper() each time */
+	UPC_BLK_UNKNOWN = 0, /* not looked at yet (zeroed BSS: no init) */
+	UPC_BLK_SAME,        /* no character of the block changes */
+	UPC_BLK_SLOW,        /* not memoised: ask u8_toupper() each time */
 	UPC_BLK_MEMO
 };
 
@@ -69,6 +69,7 @@ struct upc_map {
 static _Atomic uint16_t upc_blk[UPC_NBLOCKS];
 static struct upc_map upc_memo[UPC_MEMO_BLOCKS > 0 ? UPC_MEMO_BLOCKS : 1][64];
 static atomic_uint upc_memo_used;
+static const unsigned upc_memo_cap = UPC_MEMO_BLOCKS;
 
 static inline uint8_t
 upc_ascii_byte(uint8_t c)
@@ -161,8 +162,8 @@ upc_ascii_run_vec(uint8_t *out, const uint8_t *in, size_t n, size_t *done)
 		__m128i a = upc_load(in + i), b = upc_load(in + i + 16);
 		__m128i c = upc_load(in + i + 32), d = upc_load(in + i + 48);
 
-		if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b),
-		    _mm_or_si128(c, d))))
+		if (_mm_movemask_epi8(
+		        _mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d))))
 			break;
 		upc_store(out + i, upc_vec_upper(a));
 		upc_store(out + i + 16, upc_vec_upper(b));
@@ -240,6 +241,11 @@ upc_utf8_len(const uint8_t *p, size_t n, uint32_t *cp)
 	uint32_t c;
 	int len, i;
 
+	if (b >= 0xc2 && b <= 0xdf && n >= 2 && (p[1] & 0xc0) == 0x80) {
+		/* the commonest case, without the loop */
+		*cp = (uint32_t)(b & 0x1f) << 6 | (p[1] & 0x3f);
+		return 2;
+	}
 	if (b >= 0xc2 && b <= 0xdf) {
 		len = 2;
 		c = b & 0x1f;
@@ -291,8 +297,8 @@ upc_map_char(uint32_t c, struct upc_map *m, bool *same)
 	return true;
 }
 
-/* Work out what upc_blk[blk] should say. */
-static unsigned
+/* Work out what upc_blk[blk] should say; once per block per process. */
+static __attribute__((noinline, cold)) unsigned
 upc_blk_fill(uint32_t blk)
 {
 	struct upc_map m[64];
@@ -304,9 +310,9 @@ upc_blk_fill(uint32_t blk)
 			return UPC_BLK_SLOW;
 	if (same)
 		return UPC_BLK_SAME;
-	slot = atomic_fetch_add_explicit(&upc_memo_used, 1,
-	    memory_order_relaxed);
-	if (slot >= UPC_MEMO_BLOCKS)
+	slot =
+	    atomic_fetch_add_explicit(&upc_memo_used, 1, memory_order_relaxed);
+	if (slot >= upc_memo_cap)
 		return UPC_BLK_SLOW;
 	memcpy(upc_memo[slot], m, sizeof(m));
 	return UPC_BLK_MEMO + slot;
@@ -316,13 +322,13 @@ upc_blk_fill(uint32_t blk)
 static inline unsigned
 upc_blk_get(uint32_t c)
 {
-	unsigned k = atomic_load_explicit(&upc_blk[c >> 6],
-	    memory_order_acquire);
+	unsigned k =
+	    atomic_load_explicit(&upc_blk[c >> 6], memory_order_acquire);
 
 	if (k == UPC_BLK_UNKNOWN) {
 		k = upc_blk_fill(c >> 6);
-		atomic_store_explicit(&upc_blk[c >> 6], (uint16_t)k,
-		    memory_order_release);
+		atomic_store_explicit(
+		    &upc_blk[c >> 6], (uint16_t)k, memory_order_release);
 	}
 	return k;
 }
@@ -346,8 +352,8 @@ upc_slow_run(uint8_t *o, uint8_t *oend, const uint8_t *p, size_t n)
 	return o + n;
 }
 
-/* Write a memoised character; the fixed-size copy is cheaper than a
- * variable one and fits whenever 8 bytes of room are left. */
+/* Write a memoised character: a fixed 7-byte copy, cheaper than a
+ * variable one, whenever that much room is left (all but always). */
 static inline uint8_t *
 upc_put_map(uint8_t *o, uint8_t *oend, const struct upc_map *m)
 {
@@ -358,30 +364,26 @@ upc_put_map(uint8_t *o, uint8_t *oend, const struct upc_map *m)
 	return o + m->len;
 }
 
-/* Copy a character of len 2..4 that does not change. */
+/* Copy a character of len 2..4 that does not change; a fixed 4-byte copy
+ * when 4 input bytes are left (out then has room for 12). */
 static inline uint8_t *
-upc_put_same(uint8_t *o, const uint8_t *p, int len)
+upc_put_same(uint8_t *o, const uint8_t *p, const uint8_t *end, int len)
 {
-	o[0] = p[0];
-	o[1] = p[1];
-	if (len > 2)
-		o[2] = p[2];
-	if (len > 3)
-		o[3] = p[3];
+	if (end - p >= 4)
+		memcpy(o, p, 4);
+	else
+		memcpy(o, p, (size_t)len);
 	return o + len;
 }
 
-/* Write the uppercase of one valid character p[0..len), code point c. */
-static uint8_t *
-upc_put_char(uint8_t *o, uint8_t *oend, const uint8_t *p, int len,
-    uint32_t c)
+/* Write the uppercase of the valid character p[0..len), code point c, in
+ * a block whose upc_blk[] entry k is not UPC_BLK_SLOW. */
+static inline uint8_t *
+upc_put_char(uint8_t *o, uint8_t *oend, const uint8_t *p, const uint8_t *end,
+    int len, uint32_t c, unsigned k)
 {
-	unsigned k = upc_blk_get(c);
-
 	if (k == UPC_BLK_SAME)
-		return upc_put_same(o, p, len);
-	if (k == UPC_BLK_SLOW)
-		return upc_slow_run(o, oend, p, (size_t)len);
+		return upc_put_same(o, p, end, len);
 	return upc_put_map(o, oend, &upc_memo[k - UPC_BLK_MEMO][c & 63]);
 }
 
@@ -395,15 +397,15 @@ upc_slow_span(const uint8_t *p, const uint8_t *end)
 	int len;
 
 	while (q < end && *q >= 0x80 &&
-	    (len = upc_utf8_len(q, (size_t)(end - q), &c)) > 0 &&
-	    upc_blk_get(c) == UPC_BLK_SLOW)
+	       (len = upc_utf8_len(q, (size_t)(end - q), &c)) > 0 &&
+	       upc_blk_get(c) == UPC_BLK_SLOW)
 		q += len;
 	return (size_t)(q - p);
 }
 
 /*
- * Uppercase from p up to the next ASCII byte or the end.  A well-formed
- * prefix cut off by the end is kept in st; it is at most 3 bytes.
+ * Uppercase from p up to two ASCII bytes in a row, or the end.  A
+ * well-formed prefix cut off by the end is kept in st (at most 3 bytes).
  */
 static const uint8_t *
 upc_utf8_run(struct upc_stream *st, const uint8_t *p, const uint8_t *end,
@@ -412,23 +414,32 @@ upc_utf8_run(struct upc_stream *st, const uint8_t *p, const uint8_t *end,
 	uint8_t *o = *op;
 	uint32_t c;
 	size_t span;
+	unsigned k;
 	int len;
 
-	while (p < end && *p >= 0x80) {
+	while (p < end) {
+		if (*p < 0x80) {
+			/* a lone space or stop between words: not worth
+			 * going back to the ASCII path for */
+			if (end - p < 2 || p[1] < 0x80)
+				break;
+			*o++ = upc_ascii_byte(*p++);
+			continue;
+		}
 		len = upc_utf8_len(p, (size_t)(end - p), &c);
-		if (len == UPC_BAD) {
-			*o++ = *p++;
-		} else if (len == UPC_TRUNC) {
-			st->ncarry = (uint8_t)(end - p);
-			memcpy(st->carry, p, st->ncarry);
-			p = end;
-		} else if (upc_blk_get(c) == UPC_BLK_SLOW) {
+		if (len > 0 && (k = upc_blk_get(c)) != UPC_BLK_SLOW) {
+			o = upc_put_char(o, oend, p, end, len, c, k);
+			p += len;
+		} else if (len > 0) {
 			span = upc_slow_span(p, end);
 			o = upc_slow_run(o, oend, p, span);
 			p += span;
+		} else if (len == UPC_BAD) {
+			*o++ = *p++;
 		} else {
-			o = upc_put_char(o, oend, p, len, c);
-			p += len;
+			st->ncarry = (uint8_t)(end - p);
+			memcpy(st->carry, p, st->ncarry);
+			p = end;
 		}
 	}
 	*op = o;
@@ -445,17 +456,18 @@ upc_carry_resume(struct upc_stream *st, const uint8_t *in, size_t n,
     uint8_t **op, uint8_t *oend)
 {
 	uint8_t tmp[4];
-	size_t m = st->ncarry, k = n < 4 - m ? n : 4 - m;
+	size_t m = st->ncarry, take = n < 4 - m ? n : 4 - m;
 	uint32_t c;
+	unsigned k;
 	int len;
 
 	memcpy(tmp, st->carry, m);
-	memcpy(tmp + m, in, k);
-	len = upc_utf8_len(tmp, m + k, &c);
-	if (len == UPC_TRUNC) {		/* still short: then k == n */
-		memcpy(st->carry + m, in, k);
-		st->ncarry = (uint8_t)(m + k);
-		return k;
+	memcpy(tmp + m, in, take);
+	len = upc_utf8_len(tmp, m + take, &c);
+	if (len == UPC_TRUNC) { /* still short: then take == n */
+		memcpy(st->carry + m, in, take);
+		st->ncarry = (uint8_t)(m + take);
+		return take;
 	}
 	st->ncarry = 0;
 	if (len == UPC_BAD) {
@@ -463,13 +475,17 @@ upc_carry_resume(struct upc_stream *st, const uint8_t *in, size_t n,
 		*op += m;
 		return 0;
 	}
-	*op = upc_put_char(*op, oend, tmp, len, c);
+	if ((k = upc_blk_get(c)) == UPC_BLK_SLOW)
+		*op = upc_slow_run(*op, oend, tmp, (size_t)len);
+	else
+		*op = upc_put_char(*op, oend, tmp, tmp + len, len, c, k);
 	return (size_t)len - m;
 }
 
+/* The streaming entry point: one call per read, for TCP. */
 size_t
-upc_feed(struct upc_stream *st, enum upc_mode mode, const uint8_t *in,
-    size_t n, uint8_t *out)
+upc_feed(struct upc_stream *st, enum upc_mode mode, const uint8_t *in, size_t n,
+    uint8_t *out)
 {
 	uint8_t *o = out, *oend = out + UPC_OUT_MAX(n);
 	const uint8_t *p = in, *end;
@@ -496,6 +512,7 @@ upc_feed(struct upc_stream *st, enum upc_mode mode, const uint8_t *in,
 	return (size_t)(o - out);
 }
 
+/* A stream's last bytes, when its peer stops sending mid-character. */
 size_t
 upc_finish(struct upc_stream *st, uint8_t *out)
 {
@@ -506,15 +523,17 @@ upc_finish(struct upc_stream *st, uint8_t *out)
 	return n;
 }
 
+/* A datagram is a whole stream on its own. */
 size_t
 upc_buf(enum upc_mode mode, const uint8_t *in, size_t n, uint8_t *out)
 {
-	struct upc_stream st = { 0 };
+	struct upc_stream st = {0};
 	size_t w = upc_feed(&st, mode, in, n, out);
 
 	return w + upc_finish(&st, out + w);
 }
 
+/* ascii mode without a second buffer, for the reference server. */
 void
 upc_ascii_inplace(uint8_t *p, size_t n)
 {
