@@ -48,7 +48,7 @@ TEST_backoff_OBJS := supervisor/backoff.o
 
 PYTHON ?= /usr/bin/python3
 DEB_PKGS := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config \
-            libcmocka-dev python3-pytest curl prometheus
+            libcmocka-dev python3-pytest curl prometheus chromium
 
 .PHONY: all run test check unit system asan bench deps format clean install
 
