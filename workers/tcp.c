@@ -119,7 +119,7 @@ tcp_accept(struct wrk *w)
 {
 	int i, fd;
 
-	for (i = 0; i < TCP_ACCEPT_BATCH && w->lfd != -1; i++) {
+	for (i = 0; i < TCP_ACCEPT_BATCH && w->listening; i++) {
 		if (!wrk_may_accept(w)) {
 			wrk_listen(w, 0);
 			return;

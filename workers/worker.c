@@ -79,16 +79,23 @@ wrk_listen(struct wrk *w, int on)
 	__atomic_store_n(&w->cell->listening, (uint32_t)on, __ATOMIC_RELAXED);
 }
 
-/* Counted for --max-requests: once past the jittered limit, ask the
- * supervisor for a replacement (it stops us once that one serves). */
+/* Counted for --max-requests: past the jittered limit, take no new work
+ * (clients wait in the shared queues, for another worker or for the
+ * replacement) and ask the supervisor to swap this worker out; it sends
+ * TERM once the replacement serves. */
 void
 wrk_served(struct wrk *w, uint64_t n)
 {
 	uint64_t v = ctr_get(&w->cell->served) + n;
 
 	ctr_set(&w->cell->served, v);
-	if (w->recycle_at && v >= w->recycle_at && !w->cell->recycle)
-		__atomic_store_n(&w->cell->recycle, 1, __ATOMIC_RELAXED);
+	if (w->recycle_at == 0 || v < w->recycle_at || w->recycling)
+		return;
+	w->recycling = 1;
+	wrk_listen(w, 0);
+	if (w->ufd != -1 && epoll_ctl(w->ep, EPOLL_CTL_DEL, w->ufd, NULL) == -1)
+		log_warn("epoll_ctl udp");
+	__atomic_store_n(&w->cell->recycle, 1, __ATOMIC_RELAXED);
 }
 
 /* TERM: stop taking new work, keep serving open connections until they
@@ -227,7 +234,8 @@ wrk_loop(struct wrk *w, pid_t parent)
 		if (w->draining && (w->nconns == 0 ||
 		    w->now_ns >= w->drain_deadline_ns))
 			break;
-		if (!w->draining && !w->listening && wrk_may_accept(w))
+		if (!w->draining && !w->recycling && !w->listening &&
+		    wrk_may_accept(w))
 			wrk_listen(w, 1);
 	}
 }

@@ -1,0 +1,746 @@
+"""
+Issue 3, the lifecycle, proven on the real binary under load and faults:
+HUP reload (valid and invalid config, changed worker count), chaos kills,
+hung-worker detection, crash-loop backoff and forgiveness, exit status 2,
+TTIN/TTOU, --max-requests recycling, drain deadlines (TERM and reload),
+supervisor SIGKILL, USR1 after logrotate's rename.
+
+Every wait is a bounded poll (wait_until); the few fixed windows are
+deliberate observation periods for "X does not happen" and say so.  Every
+process is started through conftest's upperd fixture (killed by pid at
+teardown) and every signal to a worker goes through safe_kill (only a live
+upperd child of the supervisor under test is ever hit).
+"""
+
+import os
+import random
+import re
+import resource
+import signal
+import socket
+import time
+
+
+import conftest
+from conftest import (REASONS, http_get, recv_exactly, tcp_connect,
+                      tcp_roundtrip, udp_roundtrip, wait_until)
+from lifecycle_load import (MONOTONIC, Load, StatsSampler, brief,
+                            get_stats, log_events, log_matches, pid_gone,
+                            safe_kill,
+                            signal_and_wait_consumed, slot_of,
+                            wait_roundtrips)
+
+NO_RESTARTS = {r: 0 for r in REASONS}
+
+
+def reasons(**kw):
+    d = dict(NO_RESTARTS)
+    d.update(kw)
+    return d
+
+
+def pids_by_slot(doc):
+    return {w["slot"]: w["pid"] for w in doc["workers"]}
+
+
+def all_running(doc, n):
+    ws = doc["workers"]
+    return (doc["workers_configured"] == n and
+            sum(1 for w in ws if w["state"] == "running" and w["pid"]) == n)
+
+
+def roundtrip_on(s, msg, timeout=10.0):
+    s.sendall(msg)
+    return recv_exactly(s, len(msg), timeout)
+
+
+def wait_closed_by_server(s, deadline):
+    """Wait until the server closes s (EOF or reset); returns the
+    monotonic time it happened, or raises AssertionError at deadline."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("connection still open at the deadline")
+        s.settimeout(left)
+        try:
+            b = s.recv(4096)
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return time.monotonic()
+        if not b:
+            return time.monotonic()
+        raise AssertionError("unexpected data on an idle connection: %r" % b)
+
+
+def settle(d, timeout=10.0):
+    """/stats once no connection is open and every draining worker is gone
+    (its counters folded into its slot)."""
+    def quiet():
+        doc = get_stats(d.stats_port)
+        if doc["totals"]["tcp_connections_active"] != 0:
+            return None
+        if any(w["state"] == "draining" for w in doc["workers"]):
+            return None
+        live = [p for p in conftest.children_of(d.pid)]
+        active = {w["pid"] for w in doc["workers"] if w["pid"]}
+        return doc if set(live) <= active else None
+    return wait_until(quiet, timeout, msg="daemon at rest")
+
+
+# --------------------------------------------------------------------------
+# 1. HUP under load
+
+def test_load_during_five_hups(upperd, tmp_path):
+    """20 connections doing request/response without pause (10 keep one
+    connection for the whole test, 10 reconnect every 25 round trips so new
+    connect()s happen during every reload) while the supervisor gets 5
+    HUPs: no failed connect, no wrong byte, no connection cut, every slot
+    ends with a new pid and reload == 5, counters never go down and end
+    exactly equal to what the clients sent and received."""
+    cfg = tmp_path / "upperd.conf"
+    cfg.write_text("# issue 3 reload test\ndrain-timeout = 30\n")
+    d = upperd(workers=2, config=str(cfg))
+    start = get_stats(d.stats_port)
+    assert all_running(start, 2), brief(start)
+    start_pids = pids_by_slot(start)
+    seen = set(start_pids.values())
+    sampler = StatsSampler(d.stats_port)
+    sampler.start()
+    load = Load(d.tcp_port, 20, seed=1, timeout=10.0,
+                per_conn=lambda i: None if i < 10 else 25).start()
+    try:
+        wait_roundtrips(load, 3000)
+        before = start_pids
+        for k in range(5):
+            os.kill(d.pid, signal.SIGHUP)
+
+            def replaced():
+                doc = get_stats(d.stats_port)
+                ok = all_running(doc, 2) and all(
+                    w["pid"] != before[w["slot"]] and w["pid"] not in seen
+                    for w in doc["workers"])
+                return doc if ok else None
+
+            doc = wait_until(replaced, 15, msg="HUP %d: every slot has a "
+                             "new running worker" % (k + 1))
+            before = pids_by_slot(doc)
+            seen.update(before.values())
+            # the load is served by the new workers (and the old ones still
+            # serve the connections they hold) before the next HUP
+            wait_roundtrips(load, 3000)
+    finally:
+        load.stop()
+        sampler.stop()
+
+    assert load.collect("connect_failures") == [], load.summary()
+    assert load.collect("wrong") == [], load.summary()
+    assert load.collect("cut") == [], load.summary()
+    assert load.collect("stalls") == [], load.summary()
+    assert [c.crashed for c in load.clients if c.crashed] == []
+    # the 10 long-lived connections lived through all 5 reloads
+    assert [c.connects for c in load.clients[:10]] == [1] * 10
+    assert load.total("roundtrips") >= 18000, load.summary()
+
+    # once the clients are gone, no old worker lingers
+    old = seen - set(before.values())
+    assert len(old) == 10
+    wait_until(lambda: all(pid_gone(p) for p in old), 5,
+               msg="old workers %s to exit" % sorted(old))
+
+    doc = settle(d)
+    assert all_running(doc, 2), brief(doc)
+    for w in doc["workers"]:
+        assert w["pid"] != start_pids[w["slot"]]
+        assert w["restarts_by_reason"] == reasons(reload=5), brief(doc)
+        assert w["restarts"] == 5
+    assert doc["worker_restarts"] == 10
+
+    assert sampler.errors == [], sampler.errors[:5]
+    assert sampler.decreases == [], sampler.decreases[:5]
+    assert sampler.samples >= 3
+
+    # counters carried across 5 worker replacements, exactly
+    t = doc["totals"]
+    assert t["tcp_connections_accepted"] == load.total("connects")
+    assert t["tcp_bytes_received"] == load.total("bytes_out")
+    assert t["tcp_bytes_sent"] == load.total("bytes_in")
+    assert t["tcp_lines_received"] == load.total("roundtrips")
+
+    # the ready line again after each reload, once all workers serve
+    wait_until(lambda: len(log_matches(d.log(), r"ready: 2 workers")) == 6,
+               5, msg="6 ready lines")
+    log = d.log()
+    assert len(log_matches(log, r"replaced by pid \d+ \(reload\), "
+                                r"draining")) == 10, log
+    assert "outlived its drain" not in log, log
+    assert log_matches(log, r"killed by|hung") == [], log
+
+
+# --------------------------------------------------------------------------
+# 2. HUP with an invalid config, then with a changed worker count
+
+def test_hup_invalid_config_then_workers_3(upperd, tmp_path):
+    cfg = tmp_path / "upperd.conf"
+    cfg.write_text("workers = 2\n")
+    d = upperd(workers=None, config=str(cfg))
+    doc0 = get_stats(d.stats_port)
+    assert all_running(doc0, 2), brief(doc0)
+    pids0 = pids_by_slot(doc0)
+
+    cfg.write_text("workers = abc\n")
+    signal_and_wait_consumed(d.pid, signal.SIGHUP)
+    fails = wait_until(lambda: log_matches(d.log(), r"reload failed.*"), 5,
+                       msg="'reload failed' in the log")
+    assert len(fails) == 1, d.log()
+    assert "workers" in fails[0].group(0), fails[0].group(0)
+    doc = get_stats(d.stats_port)
+    assert pids_by_slot(doc) == pids0, (brief(doc0), brief(doc))
+    assert all_running(doc, 2), brief(doc)
+    assert doc["worker_restarts"] == 0
+    assert all(not pid_gone(p) for p in pids0.values())
+    assert "reloading" not in d.log()
+    msg = b"still serving after a bad reload\n"
+    assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+    assert udp_roundtrip(d.udp_port, msg) == msg.upper()
+    assert http_get(d.stats_port, "/healthz")[0] == 200
+
+    cfg.write_text("workers = 3\n")
+    os.kill(d.pid, signal.SIGHUP)
+
+    def three():
+        doc = get_stats(d.stats_port)
+        if not all_running(doc, 3):
+            return None
+        p = pids_by_slot(doc)
+        return doc if p[0] != pids0[0] and p[1] != pids0[1] else None
+
+    doc = wait_until(three, 10, msg="3 running workers, slots 0 and 1 new")
+    assert doc["workers_running"] == 3
+    for s in (0, 1):
+        assert slot_of(doc, s)["restarts_by_reason"] == reasons(reload=1)
+    assert slot_of(doc, 2)["restarts_by_reason"] == NO_RESTARTS
+    wait_until(lambda: log_matches(d.log(), r"ready: 3 workers"), 5,
+               msg="the ready line after the reload")
+    assert http_get(d.stats_port, "/healthz")[0] == 200
+    for i in range(6):
+        msg = b"three workers %d\n" % i
+        assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+
+
+# --------------------------------------------------------------------------
+# 3. chaos
+
+def test_chaos_kill_random_worker_every_300ms(upperd):
+    """50 connections under load, a random running worker SIGKILLed every
+    300 ms for 15 s (only while another worker is running, so something
+    always serves the backlog).  A connection reset by a kill is expected
+    (the client reconnects); a failed connect(), a wrong byte, or a request
+    without a reply within 40 s is not."""
+    d = upperd(workers=4)
+    rng = random.Random(3)
+    sampler = StatsSampler(d.stats_port)
+    sampler.start()
+    load = Load(d.tcp_port, 50, seed=3, timeout=40.0, chaos=True).start()
+    kills = []
+    skipped = 0
+    try:
+        wait_roundtrips(load, 500)
+        end = time.monotonic() + 15.0
+        tick = time.monotonic()
+        while time.monotonic() < end:
+            doc = get_stats(d.stats_port)
+            running = [w for w in doc["workers"]
+                       if w["state"] == "running" and w["pid"]]
+            if len(running) >= 2:
+                v = rng.choice(running)
+                if safe_kill(v["pid"], signal.SIGKILL, d.pid):
+                    kills.append((v["slot"], v["pid"]))
+            else:
+                skipped += 1
+            tick += 0.3
+            time.sleep(max(0.0, tick - time.monotonic()))  # the kill rate
+        during = load.total("roundtrips")
+    finally:
+        load.stop(timeout=45)
+        sampler.stop()
+
+    summary = "%s kills=%d skipped=%d" % (load.summary(), len(kills),
+                                          skipped)
+    assert load.collect("connect_failures") == [], summary
+    assert load.collect("wrong") == [], summary
+    assert load.collect("stalls") == [], summary
+    assert [c.crashed for c in load.clients if c.crashed] == [], summary
+    assert sampler.errors == [], (summary, sampler.errors[:5])
+    assert sampler.decreases == [], (summary, sampler.decreases[:5])
+    # backoff (1, 2, 4, 8 s per slot) and "one other worker running" limit
+    # how many kills 15 s allow: about 15 with 4 slots
+    assert len(kills) >= 10, summary
+    assert load.total("resets") > 0, summary
+    assert during >= 1000, summary
+    # every kill was seen, counted and logged as a crash
+    doc = wait_until(
+        lambda: (lambda doc: doc if sum(
+            w["restarts_by_reason"]["crash"] for w in doc["workers"])
+            >= len(kills) else None)(get_stats(d.stats_port)),
+        5, msg="%d crashes counted" % len(kills))
+    assert sum(w["restarts_by_reason"]["crash"]
+               for w in doc["workers"]) == len(kills), brief(doc)
+    assert all(w["restarts_by_reason"]["crash"] == w["restarts"]
+               for w in doc["workers"]), brief(doc)
+    killed = log_matches(d.log(), r"worker (\d+) pid (\d+) killed by signal "
+                                  r"9 after [\d.]+s, respawn in \d+s")
+    assert sorted((int(m.group(1)), int(m.group(2))) for m in killed) == \
+        sorted(kills)
+
+
+# --------------------------------------------------------------------------
+# 4. hung worker
+
+def test_sigstop_worker_is_replaced_as_hung(upperd):
+    d = upperd(workers=2, heartbeat_timeout=2)
+    conns = []
+    stopped = None
+    try:
+        for i in range(6):
+            s = tcp_connect(d.tcp_port)
+            msg = b"held %d\n" % i
+            assert roundtrip_on(s, msg) == msg.upper()
+            conns.append(s)
+        doc = get_stats(d.stats_port)
+        victim = max(doc["workers"],
+                     key=lambda w: w["tcp_connections_active"])
+        slot, stopped = victim["slot"], victim["pid"]
+        nconn = victim["tcp_connections_active"]
+        assert nconn >= 1, brief(doc)
+        assert safe_kill(stopped, signal.SIGSTOP, d.pid)
+        t0 = time.monotonic()
+
+        def replaced():
+            w = slot_of(get_stats(d.stats_port), slot)
+            return w if (w["pid"] not in (None, stopped) and
+                         w["state"] == "running") else None
+
+        w = wait_until(replaced, 8, msg="slot %d replaced" % slot)
+        took = time.monotonic() - t0
+        assert took <= 4.0, "replaced after %.2fs" % took
+        assert w["restarts_by_reason"] == reasons(hung=1)
+        assert w["last_exit"] == "signal 9"
+        wait_until(lambda: pid_gone(stopped), 2,
+                   msg="the stopped worker %d to be killed" % stopped)
+        hung = log_matches(d.log(), r"worker %d pid %d hung: .*" %
+                           (slot, stopped))
+        assert len(hung) == 1, d.log()
+        line = hung[0].group(0)
+        m = re.search(r"no heartbeat for ([\d.]+)s", line)
+        assert m and 2.0 <= float(m.group(1)) <= 4.0, line
+        m = re.search(r"\b(\d+) connections? open", line)
+        assert m and int(m.group(1)) == nconn, (nconn, line)
+        other = [x for x in get_stats(d.stats_port)["workers"]
+                 if x["slot"] != slot][0]
+        assert other["restarts_by_reason"] == NO_RESTARTS
+        msg = b"after the hang\n"
+        assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+    finally:
+        for s in conns:
+            s.close()
+        if stopped and not pid_gone(stopped) and conftest.is_upperd(stopped):
+            conftest.kill_pid(stopped, signal.SIGCONT)
+            conftest.kill_pid(stopped, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------
+# 5. crash-loop backoff, forgiveness, exit status 2
+
+KILLED_RE = (r"worker 0 pid (\d+) killed by signal 9 after ([\d.]+)s, "
+             r"respawn in (\d+)s")
+
+
+def next_pid(d, slot, old, timeout):
+    """Wait for slot to show a pid other than old; (pid, monotonic time)."""
+    def new():
+        p = slot_of(get_stats(d.stats_port, timeout=2), slot)["pid"]
+        return p if p not in (None, old) else None
+    p = wait_until(new, timeout, interval=0.01,
+                   msg="slot %d to get a pid other than %s" % (slot, old))
+    return p, time.monotonic()
+
+
+def test_crash_loop_backoff_grows(upperd):
+    """Kill the slot's worker each time one appears: respawn delays 1, 2,
+    4, 8 s measured, and the log says 1, 2, 4, 8, 16.  The 30 s cap needs
+    31 s of crash loop to reach; it is covered by tests/unit/test_backoff.c,
+    not here."""
+    d = upperd(workers=1)
+    pid = slot_of(get_stats(d.stats_port), 0)["pid"]
+    expected = [1, 2, 4, 8]
+    victims, delays = [], []
+    for i in range(5):
+        assert safe_kill(pid, signal.SIGKILL, d.pid), pid
+        t_kill = time.monotonic()
+        victims.append(pid)
+        if i == len(expected):
+            break
+        pid, t_new = next_pid(d, 0, pid, expected[i] + 3)
+        delays.append(t_new - t_kill)
+    for exp, got in zip(expected, delays):
+        assert 0.8 * exp <= got <= exp + 1.5, (expected, delays)
+    doc = wait_until(
+        lambda: (lambda w: w if w["state"] == "backoff" and
+                 w["restarts_by_reason"]["crash"] == 5 else None)(
+            slot_of(get_stats(d.stats_port), 0)),
+        5, msg="slot 0 in backoff after 5 crashes")
+    assert doc["restarts_by_reason"] == reasons(crash=5)
+    assert doc["last_exit"] == "signal 9"
+    st, _, body = http_get(d.stats_port, "/healthz")
+    assert st == 503, (st, body)
+    lines = wait_until(lambda: (lambda x: x if len(x) >= 5 else None)(
+        log_matches(d.log(), KILLED_RE)), 5, msg="5 crash lines")
+    assert [(int(m.group(1)), int(m.group(3))) for m in lines] == \
+        list(zip(victims, [1, 2, 4, 8, 16])), d.log()
+    assert all(float(m.group(2)) < 10 for m in lines)
+
+
+def test_backoff_forgiven_after_10s_healthy(upperd):
+    """A worker that lived 10 s is respawned at once, and the next crash
+    starts the backoff again at 1 s."""
+    d = upperd(workers=1)
+    p0 = slot_of(get_stats(d.stats_port), 0)["pid"]
+    assert safe_kill(p0, signal.SIGKILL, d.pid)
+    t = time.monotonic()
+    p1, t1 = next_pid(d, 0, p0, 4)
+    assert 0.8 <= t1 - t <= 2.5, t1 - t
+    # let p1 be healthy for 10 s (the daemon's own started_at)
+    started = slot_of(get_stats(d.stats_port), 0)["started_at"]
+    wait_until(lambda: time.time() - started >= 10.3, 14, interval=0.1,
+               msg="worker healthy for 10 s")
+    assert slot_of(get_stats(d.stats_port), 0)["pid"] == p1
+    assert safe_kill(p1, signal.SIGKILL, d.pid)
+    t = time.monotonic()
+    p2, t2 = next_pid(d, 0, p1, 3)
+    assert t2 - t <= 0.6, "respawned after %.2fs, not at once" % (t2 - t)
+    assert safe_kill(p2, signal.SIGKILL, d.pid)
+    t = time.monotonic()
+    p3, t3 = next_pid(d, 0, p2, 6)
+    assert 0.8 <= t3 - t <= 2.5, "backoff not restarted at 1 s: %.2fs" % (
+        t3 - t)
+    lines = log_matches(d.log(), KILLED_RE)
+    got = [(int(m.group(1)), float(m.group(2)), int(m.group(3)))
+           for m in lines]
+    assert [(p, r) for p, _, r in got] == [(p0, 1), (p1, 0), (p2, 1)], got
+    assert got[1][1] >= 10.0, got
+
+
+def test_worker_exit_status_2_is_not_respawned(upperd):
+    """A worker that fails its own start-up exits 2 and is never respawned.
+    Triggered from outside by lowering the supervisor's RLIMIT_NOFILE (a
+    forked worker inherits it) so that a new worker cannot create the fds
+    of its event loop, then restoring it."""
+    d = upperd(workers=2)
+    w1 = slot_of(get_stats(d.stats_port), 1)["pid"]
+    anon = []
+    for fd in os.listdir("/proc/%d/fd" % w1):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (w1, fd)).startswith(
+                    "anon_inode:"):
+                anon.append(int(fd))
+        except OSError:
+            pass
+    assert anon, "worker has no signalfd/timerfd/epoll fd?"
+    old = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
+    try:
+        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (min(anon), old[1]))
+        assert safe_kill(w1, signal.SIGKILL, d.pid)
+        wait_until(lambda: log_matches(d.log(), r"worker 1 pid \d+ exited "
+                                       r"with status 2"), 8,
+                   msg="a worker exiting with status 2")
+    finally:
+        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, old)
+    line = log_matches(d.log(), r"worker 1 pid \d+ exited with status 2.*")
+    assert len(line) == 1 and "not respawned" in line[0].group(0), d.log()
+    w = wait_until(lambda: (lambda w: w if w["last_exit"] == "exit 2"
+                            else None)(slot_of(get_stats(d.stats_port), 1)),
+                   5, msg="slot 1 last_exit exit 2")
+    assert w["pid"] is None and w["state"] == "stopped", w
+    # Observation window: a respawn would come within the 2 s backoff.
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:
+        w = slot_of(get_stats(d.stats_port), 1)
+        assert w["pid"] is None and w["state"] == "stopped", w
+        time.sleep(0.1)
+    st, _, body = http_get(d.stats_port, "/healthz")
+    assert st == 503, (st, body)
+    assert slot_of(get_stats(d.stats_port), 0)["state"] == "running"
+    msg = b"slot 0 still serves\n"
+    assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+
+
+# --------------------------------------------------------------------------
+# 6. TTIN / TTOU
+
+def test_ttin_ttou(upperd):
+    d = upperd(workers=2)
+    sampler = StatsSampler(d.stats_port)
+    sampler.start()
+    conns = []
+    try:
+        os.kill(d.pid, signal.SIGTTIN)
+        doc = wait_until(lambda: (lambda doc: doc if all_running(doc, 3)
+                                  else None)(get_stats(d.stats_port)), 10,
+                         msg="3 running workers after TTIN")
+        assert doc["workers_running"] == 3
+        assert slot_of(doc, 2)["restarts_by_reason"] == NO_RESTARTS
+        assert log_matches(d.log(), r"scaling up to 3 workers")
+        assert http_get(d.stats_port, "/healthz")[0] == 200
+
+        # traffic until the new slot has served some
+        for i in range(90):
+            s = tcp_connect(d.tcp_port)
+            msg = b"spread %d\n" % i
+            assert roundtrip_on(s, msg) == msg.upper()
+            conns.append(s)
+            if i % 5 == 4 and slot_of(get_stats(d.stats_port),
+                                      2)["tcp_bytes_received"] > 0:
+                break
+        for i in range(30):
+            msg = b"datagram %d" % i
+            assert udp_roundtrip(d.udp_port, msg) == msg.upper()
+        for s in conns:
+            s.close()
+        conns = []
+        before = settle(d)
+        s2 = slot_of(before, 2)
+        assert s2["tcp_bytes_received"] > 0, brief(before)
+        kept = {k: s2[k] for k in MONOTONIC}
+        old2 = s2["pid"]
+
+        signal_and_wait_consumed(d.pid, signal.SIGTTOU)
+        doc = get_stats(d.stats_port)
+        assert doc["workers_configured"] == 2, brief(doc)
+        doc = wait_until(lambda: (lambda doc: doc if slot_of(doc, 2)["state"]
+                                  == "stopped" else None)(
+            get_stats(d.stats_port)), 5, msg="slot 2 stopped")
+        wait_until(lambda: pid_gone(old2), 5, msg="retired worker to exit")
+        doc = get_stats(d.stats_port)
+        assert all_running(doc, 2) and doc["workers_running"] == 2
+        s2 = slot_of(doc, 2)
+        assert {k: s2[k] for k in MONOTONIC} == kept
+        assert s2["tcp_connections_active"] == 0
+        for k in MONOTONIC:
+            assert doc["totals"][k] == before["totals"][k], k
+        m = d.metrics()
+        assert m.get("upperd_worker_up", worker="2") == 0
+        assert m.get("upperd_worker_up", worker="0") == 1
+        assert m.get("upperd_worker_up", worker="1") == 1
+        assert m.get("upperd_workers_configured") == 2
+        assert m.get("upperd_workers_running") == 2
+        assert m.get("upperd_tcp_bytes_received_total", worker="2") == \
+            kept["tcp_bytes_received"]
+        assert m.get("upperd_tcp_connections_accepted_total", worker="2") \
+            == kept["tcp_connections_accepted"]
+        assert log_matches(d.log(), r"scaling down to 2 workers, retiring "
+                                    r"worker 2")
+        assert http_get(d.stats_port, "/healthz")[0] == 200
+
+        kept1 = {k: slot_of(doc, 1)[k] for k in MONOTONIC}
+        signal_and_wait_consumed(d.pid, signal.SIGTTOU)
+        doc = wait_until(lambda: (lambda doc: doc if slot_of(doc, 1)["state"]
+                                  == "stopped" else None)(
+            get_stats(d.stats_port)), 5, msg="slot 1 stopped")
+        assert doc["workers_configured"] == 1
+
+        # never below one
+        signal_and_wait_consumed(d.pid, signal.SIGTTOU)
+        doc = get_stats(d.stats_port)
+        assert doc["workers_configured"] == 1, brief(doc)
+        assert slot_of(doc, 0)["state"] == "running", brief(doc)
+        assert len(log_matches(d.log(), r"scaling down")) == 2, d.log()
+        assert http_get(d.stats_port, "/healthz")[0] == 200
+        msg = b"one worker left\n"
+        assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+
+        # TTIN brings slot 1 back, its counters carry on
+        os.kill(d.pid, signal.SIGTTIN)
+        doc = wait_until(lambda: (lambda doc: doc if all_running(doc, 2)
+                                  else None)(get_stats(d.stats_port)), 10,
+                         msg="2 running workers after TTIN")
+        s1 = slot_of(doc, 1)
+        for k in MONOTONIC:
+            assert s1[k] >= kept1[k], (k, s1, kept1)
+    finally:
+        for s in conns:
+            s.close()
+        sampler.stop()
+    assert sampler.errors == [], sampler.errors[:5]
+    assert sampler.decreases == [], sampler.decreases[:5]
+
+
+# --------------------------------------------------------------------------
+# 7. --max-requests
+
+def test_max_requests_recycles(upperd):
+    d = upperd(workers=1, max_requests=20)
+    failures = []
+    sent = 0
+    for i in range(100):
+        msg = b"short connection number %d\n" % i
+        try:
+            got = tcp_roundtrip(d.tcp_port, msg, len(msg), timeout=10)
+        except Exception as e:
+            failures.append((i, repr(e)))
+            continue
+        if got != msg.upper():
+            failures.append((i, got))
+        sent += len(msg)
+    assert failures == []
+
+    def recycled():
+        doc = settle(d)
+        w = slot_of(doc, 0)
+        return doc if (w["state"] == "running" and
+                       w["last_exit"] is not None) else None
+
+    doc = wait_until(recycled, 10, msg="recycled and at rest")
+    w = slot_of(doc, 0)
+    r = w["restarts_by_reason"]
+    assert r["recycle"] >= 3, brief(doc)
+    assert r == reasons(recycle=r["recycle"]), brief(doc)
+    assert w["last_exit"] == "exit 0", brief(doc)
+    t = doc["totals"]
+    assert t["tcp_connections_accepted"] == 100
+    assert t["tcp_bytes_received"] == sent
+    assert t["tcp_bytes_sent"] == sent
+    log = d.log()
+    assert len(log_matches(log, r"replaced by pid \d+ \(recycle\), "
+                                r"draining")) == r["recycle"], log
+    assert log_matches(log, r"killed by|outlived its drain|hung") == [], log
+
+
+# --------------------------------------------------------------------------
+# 8. drain deadline
+
+def test_term_with_idle_connections_ends_within_drain_timeout(upperd):
+    d = upperd(workers=2, drain_timeout=2)
+    conns = []
+    try:
+        for i in range(5):
+            s = tcp_connect(d.tcp_port)
+            msg = b"idle %d\n" % i
+            assert roundtrip_on(s, msg) == msg.upper()
+            conns.append(s)
+        pids = d.worker_pids()
+        t0 = time.monotonic()
+        os.kill(d.pid, signal.SIGTERM)
+        wait_until(lambda: "shutting down" in d.log(), 2,
+                   msg="'shutting down' in the log")
+        # open connections may still finish their business
+        for i, s in enumerate(conns):
+            msg = b"during the drain %d\n" % i
+            assert roundtrip_on(s, msg, timeout=1.5) == msg.upper()
+        closed = [wait_closed_by_server(s, t0 + 4.0) - t0 for s in conns]
+        rc = d.wait_exit(max(0.1, t0 + 4.0 - time.monotonic()))
+        took = time.monotonic() - t0
+        assert rc == 0
+        assert took <= 4.0, took
+        assert max(closed) <= 4.0, closed
+        assert all(pid_gone(p) for p in pids)
+    finally:
+        for s in conns:
+            s.close()
+
+
+def test_reload_old_worker_gone_within_drain_timeout(upperd, tmp_path):
+    cfg = tmp_path / "upperd.conf"
+    cfg.write_text("log-level = info\n")
+    d = upperd(workers=1, drain_timeout=2, config=str(cfg))
+    s = tcp_connect(d.tcp_port)
+    try:
+        assert roundtrip_on(s, b"idle\n") == b"IDLE\n"
+        doc = get_stats(d.stats_port)
+        old = slot_of(doc, 0)["pid"]
+        assert slot_of(doc, 0)["tcp_connections_active"] == 1
+        t0 = time.monotonic()
+        os.kill(d.pid, signal.SIGHUP)
+        wait_until(lambda: (lambda w: w["pid"] not in (None, old) and
+                            w["state"] == "running")(
+            slot_of(get_stats(d.stats_port), 0)), 5,
+            msg="slot 0 replaced")
+        # the old worker still serves the connection it holds
+        assert roundtrip_on(s, b"still here\n", timeout=1.5) == \
+            b"STILL HERE\n"
+        t_closed = wait_closed_by_server(s, t0 + 4.5) - t0
+        wait_until(lambda: pid_gone(old), max(0.1, t0 + 4.0 -
+                                              time.monotonic()),
+                   interval=0.01, msg="old worker %d gone" % old)
+        gone = time.monotonic() - t0
+        assert t_closed >= 1.8, "cut %.2fs after HUP, before the drain " \
+            "timeout" % t_closed
+        assert gone <= 4.0, gone
+        w = wait_until(lambda: (lambda w: w if w["last_exit"] else None)(
+            slot_of(get_stats(d.stats_port), 0)), 2, msg="last_exit")
+        assert w["last_exit"] == "exit 0", w
+        assert w["restarts_by_reason"] == reasons(reload=1)
+        assert "outlived its drain" not in d.log(), d.log()
+    finally:
+        s.close()
+
+
+# --------------------------------------------------------------------------
+# 9. supervisor SIGKILL
+
+def test_supervisor_sigkill(upperd, monkeypatch):
+    d = upperd(workers=2)
+    msg = b"before the kill\n"
+    assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+    assert udp_roundtrip(d.udp_port, msg) == msg.upper()
+    pids = d.worker_pids()
+    assert len(pids) == 2
+    os.kill(d.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    d.proc.wait(5)
+    wait_until(lambda: all(pid_gone(p) for p in pids), 1.0, interval=0.01,
+               msg="workers %s to exit with the supervisor" % pids)
+    # a new upperd on the same ports, at once
+    ports = iter([d.tcp_port, d.stats_port])
+    monkeypatch.setattr(conftest, "free_port", lambda *a: next(ports))
+    d2 = upperd(workers=2)
+    took = time.monotonic() - t0
+    assert (d2.tcp_port, d2.stats_port) == (d.tcp_port, d.stats_port)
+    assert took <= 5.0, took
+    assert tcp_roundtrip(d2.tcp_port, msg, len(msg)) == msg.upper()
+    assert udp_roundtrip(d2.udp_port, msg) == msg.upper()
+    assert get_stats(d2.stats_port)["pid"] == d2.pid
+
+
+# --------------------------------------------------------------------------
+# 10. USR1 after logrotate's rename
+
+def test_usr1_after_rename(upperd):
+    d = upperd(workers=2, log_level="debug")
+    L = d.log_path
+    rotated = L + ".1"
+    wait_until(lambda: log_matches(d.log(), r"ready: "), 5, msg="ready line")
+    w1 = slot_of(get_stats(d.stats_port), 1)["pid"]
+    os.rename(L, rotated)
+    os.kill(d.pid, signal.SIGUSR1)
+    wait_until(lambda: os.path.exists(L) and "reopened" in d.log(), 5,
+               msg="'reopened' in the new %s" % L)
+    os.kill(d.pid, signal.SIGTTIN)
+    wait_until(lambda: log_matches(d.log(), r"scaling up to 3 workers"), 5,
+               msg="'scaling up' in the new log")
+    with open(rotated) as f:
+        old_text = f.read()
+    assert "ready: " in old_text
+    assert "scaling up" not in old_text and "reopened" not in old_text
+    size = os.path.getsize(rotated)
+    # a worker forked before the rotation must write to the new file too:
+    # retire slots 2 then 1; worker 1 logs its drain (debug)
+    signal_and_wait_consumed(d.pid, signal.SIGTTOU)
+    signal_and_wait_consumed(d.pid, signal.SIGTTOU)
+    wait_until(lambda: pid_gone(w1), 5, msg="worker 1 retired")
+    new = d.log()
+    assert log_matches(new, r"scaling down to 1 worker"), new
+    assert [e for e in log_events(new) if e[1] == "worker 1" and
+            e[2] == w1], "no line from worker 1 pid %d in the new log:\n%s" \
+        % (w1, new)
+    assert os.path.getsize(rotated) == size, "still written after USR1"
