@@ -80,24 +80,33 @@ def test_stdin_many_lines(daemon):
     assert out == ucase(inp)
 
 
-def read_until(fd, needle, timeout=10):
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while needle not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError("no %r within %ss; got %r" %
-                                 (needle, timeout, buf))
-        r, _, _ = select.select([fd], [], [], left)
-        if r:
-            try:
-                b = os.read(fd, 4096)
-            except OSError:  # EIO: the other side closed
-                b = b""
-            if not b:
-                raise AssertionError("EOF before %r; got %r" % (needle, buf))
-            buf += b
-    return buf
+class PtyReader:
+    """Reads the terminal's output; read_until() consumes up to and
+    including the needle and keeps the rest for the next call."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.buf = b""
+
+    def read_until(self, needle, timeout=10):
+        deadline = time.monotonic() + timeout
+        while needle not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no %r within %ss; got %r" %
+                                     (needle, timeout, self.buf))
+            r, _, _ = select.select([self.fd], [], [], left)
+            if r:
+                try:
+                    b = os.read(self.fd, 4096)
+                except OSError:  # EIO: the other side closed
+                    b = b""
+                if not b:
+                    raise AssertionError("EOF before %r; got %r" %
+                                         (needle, self.buf))
+                self.buf += b
+        head, _, self.buf = self.buf.partition(needle)
+        return head + needle
 
 
 @pytest.mark.parametrize("udp", [False, True], ids=["tcp", "udp"])
@@ -108,14 +117,17 @@ def test_interactive_prompt(daemon, udp):
                          start_new_session=True)
     os.close(slave)
     try:
-        read_until(master, PROMPT)
+        t = PtyReader(master)
+        t.read_until(PROMPT)
         os.write(master, b"hello pty\n")
-        got = read_until(master, b"HELLO PTY")
+        got = t.read_until(b"HELLO PTY")
+        # the terminal echoes the input, lowercase, before the reply
+        assert b"hello pty" in got
         # then the prompt again
-        read_until(master, PROMPT)
+        t.read_until(PROMPT)
         os.write(master, "straße\n".encode())
-        read_until(master, b"STRASSE")
-        read_until(master, PROMPT)
+        t.read_until(b"STRASSE")
+        t.read_until(PROMPT)
         os.write(master, b"\x04")  # ^D: end of input
         assert p.wait(timeout=10) == 0
     finally:
