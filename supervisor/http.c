@@ -1,8 +1,9 @@
 /*
  * http.c: the stats endpoint.  libmicrohttpd runs in external-epoll mode
  * inside the supervisor's loop (no HTTP thread: forking stays safe).  The
- * supervisor binds the socket itself, so "address in use" is reported like
- * every other bind failure, and hands it to the daemon.  Every request that
+ * supervisor binds and accepts on the socket itself (http_gate.c checks
+ * the request line first) and hands each connection to the daemon.  Every
+ * request that
  * is not a GET or HEAD of a known path gets its 4xx here; malformed and
  * oversized requests are refused by libmicrohttpd within the memory limit.
  */
@@ -81,8 +82,10 @@ http_healthz(struct MHD_Connection *conn, struct sup *s)
 		running += sup_slot_state(s, i) == SNAP_RUNNING;
 	if (s->mode != SUP_RUNNING)
 		return http_text(conn, 503, "shutting down\n");
-	if (running == s->configured)
+	if (running == s->configured) {
+		sup_announce(s);
 		return http_text(conn, 200, "ok");
+	}
 	snprintf(reason, sizeof(reason), "%u of %u workers running\n",
 	    running, s->configured);
 	return http_text(conn, 503, reason);
@@ -129,9 +132,9 @@ http_log(void *cls, const char *fmt, va_list ap)
 int
 sup_http_start(struct sup *s)
 {
-	s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL,
-	    NULL, http_handler, s,
-	    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)s->stats_fd,
+	gate_init();
+	s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+	    MHD_USE_NO_LISTEN_SOCKET, 0, NULL, NULL, http_handler, s,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_LIMIT,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY_LIMIT,

@@ -22,6 +22,7 @@
 #define SUP_EV_SIGNAL 1
 #define SUP_EV_TICK 2
 #define SUP_EV_HTTP 3
+#define SUP_EV_STATS 4
 
 uint64_t
 sup_now_ns(void)
@@ -143,8 +144,11 @@ sup_read_tick(struct sup *s)
 {
 	uint64_t n;
 
-	if (read(s->tick_fd, &n, sizeof(n)) == sizeof(n))
-		sup_tick(s);
+	if (read(s->tick_fd, &n, sizeof(n)) != sizeof(n))
+		return;
+	sup_tick(s);
+	if (s->mhd != NULL)
+		gate_expire(s);
 }
 
 /* Runs until every worker is gone after TERM, INT or QUIT; returns the
@@ -155,7 +159,8 @@ sup_loop(struct sup *s)
 	struct epoll_event ev[16];
 	int i, n;
 
-	if (s->mhd != NULL && sup_watch(s->ep, sup_http_fd(s), SUP_EV_HTTP))
+	if (s->mhd != NULL && (sup_watch(s->ep, sup_http_fd(s), SUP_EV_HTTP) ||
+	    sup_watch(s->ep, s->stats_fd, SUP_EV_STATS)))
 		fatal("epoll_ctl http");
 	while (s->mode == SUP_RUNNING || sup_live_procs(s) > 0) {
 		n = epoll_wait(s->ep, ev, 16, sup_http_timeout_ms(s));
@@ -166,6 +171,10 @@ sup_loop(struct sup *s)
 				sup_read_signals(s);
 			else if (ev[i].data.u64 == SUP_EV_TICK)
 				sup_read_tick(s);
+			else if (ev[i].data.u64 == SUP_EV_STATS)
+				gate_accept(s);
+			else if (ev[i].data.u64 != SUP_EV_HTTP)
+				gate_event(s, ev[i].data.ptr);
 		}
 		sup_http_run(s);
 	}

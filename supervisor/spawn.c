@@ -376,12 +376,16 @@ sup_kill_overdue(struct sup *s, uint64_t now)
 	}
 }
 
-static void
+/* Log the ready line once every configured worker serves; /healthz calls
+ * it too, so no client sees 200 before the line is written. */
+void
 sup_announce(struct sup *s)
 {
 	char tcp[80] = "off", udp[80] = "off", stats[80] = "off";
 	unsigned i;
 
+	if (s->announced || s->mode != SUP_RUNNING)
+		return;
 	for (i = 0; i < s->configured; i++)
 		if (sup_slot_state(s, i) != SNAP_RUNNING)
 			return;
@@ -409,8 +413,7 @@ sup_tick(struct sup *s)
 		return;
 	for (i = 0; i < s->nslots; i++)
 		sup_tick_slot(s, i, now);
-	if (!s->announced)
-		sup_announce(s);
+	sup_announce(s);
 }
 
 static void

@@ -11,6 +11,7 @@
 #ifndef UPPERD_SUP_H
 #define UPPERD_SUP_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -85,6 +86,7 @@ void sup_reload(struct sup *s);
 void sup_scale(struct sup *s, int delta);
 void sup_shutdown(struct sup *s, int immediate);
 void sup_forward(struct sup *s, int signo);
+void sup_announce(struct sup *s);
 unsigned sup_live_procs(const struct sup *s);
 enum snap_state sup_slot_state(const struct sup *s, unsigned i);
 
@@ -94,6 +96,14 @@ int sup_http_fd(struct sup *s);
 void sup_http_run(struct sup *s);
 int sup_http_timeout_ms(struct sup *s);
 void sup_http_stop(struct sup *s);
+
+/* http_gate.c: request-line check in front of libmicrohttpd */
+enum gate_verdict { GATE_VALID, GATE_MORE, GATE_BAD, GATE_LONG };
+int gate_check(const char *buf, size_t n);
+void gate_init(void);
+void gate_accept(struct sup *s);
+void gate_event(struct sup *s, void *ptr);
+void gate_expire(struct sup *s);
 
 /* snapshot.c */
 int sup_snapshot(struct sup *s, struct snapshot *snap);

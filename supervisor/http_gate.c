@@ -1,0 +1,205 @@
+/*
+ * http_gate.c: the stats endpoint's doorman.  libmicrohttpd 0.9.75 drops
+ * some malformed requests without a word (a request line like "GARBAGE"
+ * is closed silently, binary junk is held until the timeout), while the
+ * contract wants a 4xx for every malformed request.  So the supervisor
+ * accepts stats connections itself, peeks at the request line, answers
+ * 400 to one that is not "METHOD TARGET HTTP/x.y" (or 414 past the limit),
+ * and hands the valid ones to libmicrohttpd with MHD_add_connection().
+ * A connection that sends no complete line within GATE_TIMEOUT_S is closed.
+ */
+#include <errno.h>
+#include <microhttpd.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "sup.h"
+
+#define GATE_MAX 64          /* connections waiting for a request line */
+#define GATE_LINE_MAX 8192   /* longest request line accepted */
+#define GATE_TIMEOUT_S 10
+
+struct gate_conn {
+	int fd;                  /* -1: free */
+	uint64_t deadline_ns;
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+};
+
+static struct gate_conn gates[GATE_MAX];
+
+static const char gate_400[] = "HTTP/1.1 400 Bad Request\r\n"
+    "Content-Type: text/plain\r\nContent-Length: 12\r\n"
+    "Connection: close\r\n\r\nbad request\n";
+static const char gate_414[] = "HTTP/1.1 414 URI Too Long\r\n"
+    "Content-Type: text/plain\r\nContent-Length: 18\r\n"
+    "Connection: close\r\n\r\nrequest too long\n";
+
+/* RFC 9110 token characters, for the method. */
+static int
+gate_tchar(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || (c != '\0' && strchr("!#$%&'*+-.^_`|~",
+	    c) != NULL);
+}
+
+/*
+ * Classify the start of a request: GATE_VALID once a whole well-formed
+ * request line is there, GATE_MORE while it may still become one,
+ * GATE_BAD or GATE_LONG otherwise.  Leading empty lines are allowed
+ * (RFC 9112 2.2).  Pure, so it is unit-testable.
+ */
+int
+gate_check(const char *buf, size_t n)
+{
+	size_t i = 0, start;
+
+	while (i < n && (buf[i] == '\r' || buf[i] == '\n'))
+		i++;
+	start = i;
+	while (i < n && gate_tchar((unsigned char)buf[i]))
+		i++;
+	if (i == n)
+		return n >= GATE_LINE_MAX ? GATE_LONG : GATE_MORE;
+	if (i == start || buf[i++] != ' ')
+		return GATE_BAD;
+	start = i;
+	while (i < n && (unsigned char)buf[i] > ' ' && buf[i] != 0x7f)
+		i++;
+	if (i == n)
+		return n >= GATE_LINE_MAX ? GATE_LONG : GATE_MORE;
+	if (i == start || buf[i++] != ' ')
+		return GATE_BAD;
+	start = i;
+	while (i < n && buf[i] != '\n')
+		i++;
+	if (i == n)
+		return n >= GATE_LINE_MAX ? GATE_LONG : GATE_MORE;
+	if (buf[i - 1] == '\r')
+		i--;
+	if (i - start != 8 || memcmp(buf + start, "HTTP/", 5) != 0 ||
+	    buf[start + 5] < '0' || buf[start + 5] > '9' ||
+	    buf[start + 6] != '.' || buf[start + 7] < '0' ||
+	    buf[start + 7] > '9')
+		return GATE_BAD;
+	return GATE_VALID;
+}
+
+static void
+gate_drop(struct sup *s, struct gate_conn *g, const char *reply,
+    size_t len)
+{
+	if (reply != NULL)
+		(void)!send(g->fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	epoll_ctl(s->ep, EPOLL_CTL_DEL, g->fd, NULL);
+	close(g->fd);
+	g->fd = -1;
+}
+
+/* A free entry; when all are taken, the slowest waiter is dropped: a
+ * client that sends its request line at once is never the oldest, so a
+ * flood of idle connections cannot lock operators out of /stats. */
+static struct gate_conn *
+gate_slot(struct sup *s)
+{
+	struct gate_conn *oldest = &gates[0];
+	int i;
+
+	for (i = 0; i < GATE_MAX; i++) {
+		if (gates[i].fd == -1)
+			return &gates[i];
+		if (gates[i].deadline_ns < oldest->deadline_ns)
+			oldest = &gates[i];
+	}
+	gate_drop(s, oldest, NULL, 0);
+	return oldest;
+}
+
+void
+gate_init(void)
+{
+	int i;
+
+	for (i = 0; i < GATE_MAX; i++)
+		gates[i].fd = -1;
+}
+
+/* The stats listener is readable: take every waiting connection. */
+void
+gate_accept(struct sup *s)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct gate_conn *g;
+	int fd;
+
+	for (;;) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+
+		fd = accept4(s->stats_fd, (struct sockaddr *)&ss, &sl,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno != EAGAIN && errno != EINTR &&
+			    errno != ECONNABORTED)
+				log_warn("accept4 stats");
+			return;
+		}
+		g = gate_slot(s);
+		*g = (struct gate_conn){ .fd = fd, .addr = ss, .addrlen = sl,
+			.deadline_ns = sup_now_ns() + GATE_TIMEOUT_S *
+			    1000000000ULL };
+		ev.data.ptr = g;
+		if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
+			close(fd);
+			g->fd = -1;
+		}
+	}
+}
+
+void
+gate_event(struct sup *s, void *ptr)
+{
+	struct gate_conn *g = ptr;
+	char buf[GATE_LINE_MAX];
+	ssize_t n;
+
+	n = recv(g->fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		gate_drop(s, g, NULL, 0);
+		return;
+	}
+	switch (gate_check(buf, (size_t)n)) {
+	case GATE_MORE:
+		return;
+	case GATE_BAD:
+		gate_drop(s, g, gate_400, sizeof(gate_400) - 1);
+		return;
+	case GATE_LONG:
+		gate_drop(s, g, gate_414, sizeof(gate_414) - 1);
+		return;
+	}
+	epoll_ctl(s->ep, EPOLL_CTL_DEL, g->fd, NULL);
+	if (MHD_add_connection(s->mhd, g->fd, (struct sockaddr *)&g->addr,
+	    g->addrlen) == MHD_NO)
+		log_debug("http: connection not taken by the server");
+	g->fd = -1; /* libmicrohttpd owns (and closes) it now */
+}
+
+/* Called on every supervisor tick. */
+void
+gate_expire(struct sup *s)
+{
+	uint64_t now = sup_now_ns();
+	int i;
+
+	for (i = 0; i < GATE_MAX; i++)
+		if (gates[i].fd != -1 && now >= gates[i].deadline_ns)
+			gate_drop(s, &gates[i], gate_400, sizeof(gate_400) - 1);
+}
