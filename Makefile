@@ -42,6 +42,7 @@ UNIT_BINS  := $(patsubst %,$(BIN)/test_%,$(UNIT_TESTS))
 # Each unit test links only the module it tests.
 TEST_upcase_OBJS  := workers/upcase.o
 TEST_render_OBJS  := supervisor/render_json.o supervisor/render_prom.o \
+                     supervisor/render_html.o supervisor/status_page.o \
                      supervisor/counters.o
 TEST_config_OBJS  := supervisor/config.o
 TEST_backoff_OBJS := supervisor/backoff.o

@@ -24,24 +24,24 @@
 /* X(name, kind, help): kind is CTR_KIND_COUNTER or CTR_KIND_GAUGE. */
 #define CTR_COUNTERS(X)                                                        \
 	X(tcp_connections_accepted, CTR_KIND_COUNTER,                          \
-	  "TCP connections accepted")                                          \
+	  "TCP connections accepted.")                                          \
 	X(tcp_connections_active, CTR_KIND_GAUGE,                              \
-	  "TCP connections currently open")                                    \
+	  "TCP connections currently open.")                                    \
 	X(tcp_connections_rejected, CTR_KIND_COUNTER,                          \
 	  "TCP connections closed at once because the worker was at "          \
-	  "--max-conns")                                                       \
+	  "--max-conns.")                                                       \
 	X(tcp_idle_timeouts, CTR_KIND_COUNTER,                                 \
-	  "TCP connections closed after --idle-timeout without input")         \
-	X(tcp_bytes_received, CTR_KIND_COUNTER, "TCP payload bytes received")  \
-	X(tcp_bytes_sent, CTR_KIND_COUNTER, "TCP payload bytes sent")          \
+	  "TCP connections closed after --idle-timeout without input.")         \
+	X(tcp_bytes_received, CTR_KIND_COUNTER, "TCP payload bytes received.")  \
+	X(tcp_bytes_sent, CTR_KIND_COUNTER, "TCP payload bytes sent.")          \
 	X(tcp_lines_received, CTR_KIND_COUNTER,                                \
-	  "Newline bytes received over TCP")                                   \
-	X(udp_datagrams_received, CTR_KIND_COUNTER, "UDP datagrams received")  \
-	X(udp_datagrams_sent, CTR_KIND_COUNTER, "UDP datagrams sent")          \
-	X(udp_bytes_received, CTR_KIND_COUNTER, "UDP payload bytes received")  \
-	X(udp_bytes_sent, CTR_KIND_COUNTER, "UDP payload bytes sent")          \
+	  "Newline bytes received over TCP.")                                   \
+	X(udp_datagrams_received, CTR_KIND_COUNTER, "UDP datagrams received.")  \
+	X(udp_datagrams_sent, CTR_KIND_COUNTER, "UDP datagrams sent.")          \
+	X(udp_bytes_received, CTR_KIND_COUNTER, "UDP payload bytes received.")  \
+	X(udp_bytes_sent, CTR_KIND_COUNTER, "UDP payload bytes sent.")          \
 	X(udp_errors, CTR_KIND_COUNTER,                                        \
-	  "UDP datagrams that could not be received or answered")
+	  "UDP datagrams that could not be received or answered.")
 
 enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_GAUGE };
 

@@ -113,8 +113,8 @@ http_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	if (strcmp(url, "/healthz") == 0)
 		return http_healthz(conn, s);
 	if (strcmp(url, "/") == 0)
-		return http_reply(conn, 200, "text/html; charset=utf-8",
-		    (char *)render_status_page, strlen(render_status_page), 0);
+		return http_render(conn, s, render_html,
+		    "text/html; charset=utf-8");
 	return http_text(conn, MHD_HTTP_NOT_FOUND, "not found\n");
 }
 

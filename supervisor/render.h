@@ -14,7 +14,10 @@
 char *render_json(const struct snapshot *s, size_t *len);
 char *render_prom(const struct snapshot *s, size_t *len);
 
-/* The self-contained HTML status page served at GET / (status_page.c). */
-extern const char render_status_page[];
+/* The self-contained HTML status page served at GET /: the constant
+ * halves (status_page.c) around the current per-worker rows. */
+char *render_html(const struct snapshot *s, size_t *len);
+extern const char render_status_head[];
+extern const char render_status_tail[];
 
 #endif

@@ -1,7 +1,8 @@
 /*
- * status_page.c: the HTML page served at GET /.  It is static: the browser
- * fetches /stats every second and draws the per-worker table itself, so
- * the supervisor renders no HTML and the page costs one constant string.
+ * status_page.c: the HTML page served at GET /, as two constant halves.
+ * render_html.c puts the table rows of the moment between them (for text
+ * browsers and the first paint); the browser then fetches /stats every
+ * second and redraws the table itself.
  * Rates (accepted/s, bytes/s, datagrams/s) are computed in the browser
  * from two successive samples, divided by the server's uptime difference
  * rather than the browser's clock.
@@ -9,17 +10,19 @@
  * Contract for tests and scripts: the table is #workers, each body row
  * has data-slot="<slot>", and each cell's class is the /stats field it
  * shows (a rate cell is named after its counter and holds the raw value
- * in data-total).  Without JavaScript (a text browser), a <noscript>
- * note and plain links point at /stats and /metrics.  Links are relative
- * so the page also works behind a reverse proxy under a prefix.
+ * in data-total).  Without JavaScript (a text browser), the server-drawn
+ * rows stay, and a <noscript> note points at /stats and /metrics.
+ * Links are relative so the page also works behind a reverse proxy under
+ * a prefix.
  */
 #include "render.h"
 
-const char render_status_page[] =
+const char render_status_head[] =
 "<!DOCTYPE html>\n"
 "<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
 "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n"
 "<title>upperd status</title>\n"
+"<link rel=\"icon\" href=\"data:,\">\n"
 "<style>\n"
 "body{font:14px/1.4 system-ui,sans-serif;margin:1em 2em;color:#222}\n"
 "h1{font-size:1.4em;margin:0 0 .3em}\n"
@@ -29,7 +32,7 @@ const char render_status_page[] =
 "th,td{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:right;"
 "white-space:nowrap;font-variant-numeric:tabular-nums}\n"
 "th{background:#f3f3f3;position:sticky;top:0}\n"
-"td.state,td.last_exit{text-align:left}\n"
+"td.state,td.last_exit,th.state,th.last_exit{text-align:left}\n"
 "tr.running td.state{color:#080}\n"
 "tr.starting td.state,tr.draining td.state{color:#a60}\n"
 "tr.backoff td.state,tr.stopped td.state{color:#b00}\n"
@@ -37,8 +40,8 @@ const char render_status_page[] =
 "</style></head>\n"
 "<body>\n"
 "<h1>upperd status</h1>\n"
-"<noscript><p>This page draws its table with JavaScript. Without it, "
-"read <a href=\"stats\">/stats</a> (JSON) or "
+"<noscript><p>Without JavaScript this table is not refreshed: reload "
+"the page, or read <a href=\"stats\">/stats</a> (JSON) or "
 "<a href=\"metrics\">/metrics</a> (Prometheus text).</p></noscript>\n"
 "<p id=\"summary\">"
 "<span>version <b id=\"version\">-</b></span>"
@@ -49,10 +52,15 @@ const char render_status_page[] =
 "<span>restarts <b id=\"worker_restarts\">-</b></span></p>\n"
 "<p id=\"error\"></p>\n"
 "<table id=\"workers\"><thead><tr>"
-"<th>slot</th><th>pid</th><th>state</th><th>uptime</th>"
+"<th>slot</th><th>pid</th><th class=\"state\">state</th><th>uptime</th>"
 "<th>restarts</th><th>active conns</th><th>accepted/s</th>"
 "<th>bytes in/s</th><th>bytes out/s</th><th>UDP datagrams/s</th>"
-"<th>last exit</th></tr></thead>\n<tbody></tbody></table>\n"
+"<th class=\"last_exit\">last exit</th></tr></thead>\n<tbody>";
+
+/* Between the two halves, render_html.c writes the table rows of the
+ * moment, so a text browser (no JavaScript) shows the workers too. */
+const char render_status_tail[] =
+"</tbody></table>\n"
 "<footer><a href=\"stats\">/stats</a> &middot; "
 "<a href=\"metrics\">/metrics</a> &middot; "
 "<a href=\"healthz\">/healthz</a></footer>\n"
@@ -65,6 +73,10 @@ const char render_status_page[] =
 "var RATE = {tcp_connections_accepted: 1, tcp_bytes_received: 1,\n"
 "  tcp_bytes_sent: 1, udp_datagrams_received: 1};\n"
 "var rows = {}, prev = null;\n"
+"Array.prototype.forEach.call(document.querySelectorAll(\n"
+"  '#workers tbody tr'), function (tr) {\n"
+"  rows[tr.getAttribute('data-slot')] = tr;\n"
+"});\n"
 "function $(id) { return document.getElementById(id); }\n"
 "function dur(s) {\n"
 "  if (s == null || !(s >= 0)) return '-';\n"

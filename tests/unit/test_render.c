@@ -524,6 +524,52 @@ test_prom_golden(void **state)
 	free(out);
 }
 
+/* ---- status page ----------------------------------------------------- */
+
+static void
+test_html_golden(void **state)
+{
+	struct snapshot s;
+	size_t len;
+	char *out;
+
+	(void)state;
+	fixture(&s);
+	out = render_html(&s, &len);
+	assert_non_null(out);
+	assert_int_equal(strlen(out), len);
+	golden("tests/unit/golden/status.html", out, len);
+	free(out);
+}
+
+/* A text browser sees every slot's row with its pid and state. */
+static void
+test_html_rows(void **state)
+{
+	struct snapshot s;
+	char want[96];
+	size_t i, len;
+	char *out;
+
+	(void)state;
+	fixture(&s);
+	out = render_html(&s, &len);
+	assert_non_null(out);
+	for (i = 0; i < s.nworkers; i++) {
+		snprintf(want, sizeof(want), "<tr data-slot=\"%u\" class=\"%s\">",
+		    s.workers[i].slot, state_names[s.workers[i].state]);
+		assert_non_null(strstr(out, want));
+		if (s.workers[i].pid) {
+			snprintf(want, sizeof(want), "<td class=\"pid\">%d</td>",
+			    (int)s.workers[i].pid);
+			assert_non_null(strstr(out, want));
+		}
+	}
+	assert_null(strstr(out, "http://"));
+	assert_null(strstr(out, "https://"));
+	free(out);
+}
+
 #define MAX_FAMILIES 64
 
 struct families {
@@ -799,6 +845,8 @@ main(void)
 		cmocka_unit_test(test_promtool),
 		cmocka_unit_test(test_no_workers),
 		cmocka_unit_test(test_1024_slots),
+		cmocka_unit_test(test_html_golden),
+		cmocka_unit_test(test_html_rows),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
