@@ -11,6 +11,8 @@
  * bounded and idle connections hold no buffer.  No counters, no supervision,
  * no logging: whatever upperd costs beyond this is the price of its features.
  * SIGTERM/SIGINT stop it; children die with the parent (PR_SET_PDEATHSIG).
+ * Sized for the benchmark: at the fd limit it spins on a listener it
+ * cannot accept from, so keep RLIMIT_NOFILE above the connections held.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -56,16 +58,17 @@ struct ref_child {
 static void
 ref_usage(FILE *f)
 {
-	fprintf(f, "usage: upper-ref [--tcp ADDR:PORT|off] [--udp ADDR:PORT|off]"
-		   " [--procs N]\n"
-		   "  a bare epoll server that ASCII-uppercases what it gets; "
-		   "defaults 127.0.0.1:12000 and 1 process\n");
+	fprintf(f,
+	    "usage: upper-ref [--tcp ADDR:PORT|off] [--udp ADDR:PORT|off]"
+	    " [--procs N]\n"
+	    "  a bare epoll server that ASCII-uppercases what it gets; "
+	    "defaults 127.0.0.1:12000 and 1 process\n");
 }
 
 static int
 ref_watch(int ep, int op, int fd, uint32_t events)
 {
-	struct epoll_event ev = { .events = events, .data.fd = fd };
+	struct epoll_event ev = {.events = events, .data.fd = fd};
 
 	return epoll_ctl(ep, op, fd, &ev);
 }
@@ -85,8 +88,8 @@ ref_accept(struct ref_child *ch)
 {
 	int fd, on = 1;
 
-	while ((fd = accept4(ch->lfd, NULL, NULL,
-		    SOCK_NONBLOCK | SOCK_CLOEXEC)) != -1) {
+	while ((fd = accept4(
+	            ch->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) != -1) {
 		if ((size_t)fd >= ch->nconns) {
 			close(fd);
 			continue;
@@ -173,8 +176,8 @@ ref_udp(struct ref_child *ch)
 		if (n == -1)
 			return;
 		upc_ascii_inplace(ch->buf, (size_t)n);
-		sendto(ch->ufd, ch->buf, (size_t)n, 0, (struct sockaddr *)&ss,
-		    sl);
+		sendto(
+		    ch->ufd, ch->buf, (size_t)n, 0, (struct sockaddr *)&ss, sl);
 	}
 }
 
@@ -211,10 +214,10 @@ ref_child_main(int lfd, int ufd)
 	if (ch->conns == NULL || (ch->ep = epoll_create1(EPOLL_CLOEXEC)) == -1)
 		return 1;
 	if (lfd != -1 && ref_watch(ch->ep, EPOLL_CTL_ADD, lfd,
-			     EPOLLIN | EPOLLEXCLUSIVE) == -1)
+	                     EPOLLIN | EPOLLEXCLUSIVE) == -1)
 		return 1;
 	if (ufd != -1 && ref_watch(ch->ep, EPOLL_CTL_ADD, ufd,
-			     EPOLLIN | EPOLLEXCLUSIVE) == -1)
+	                     EPOLLIN | EPOLLEXCLUSIVE) == -1)
 		return 1;
 	for (;;) {
 		n = epoll_wait(ch->ep, evs, REF_EVENTS, -1);
@@ -298,11 +301,11 @@ int
 main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "tcp", required_argument, NULL, 't' },
-		{ "udp", required_argument, NULL, 'u' },
-		{ "procs", required_argument, NULL, 'n' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"tcp", required_argument, NULL, 't'},
+	    {"udp", required_argument, NULL, 'u'},
+	    {"procs", required_argument, NULL, 'n'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *tcp = "127.0.0.1:12000", *udp = "127.0.0.1:12000";
 	pid_t kids[REF_MAX_PROCS];

@@ -47,12 +47,12 @@ static void
 upper_usage(FILE *f)
 {
 	fprintf(f, "usage: upper [--udp] [--host H] [--port P] [TEXT...]\n"
-		   "  --udp      use UDP instead of TCP\n"
-		   "  --host H   server host (default 127.0.0.1)\n"
-		   "  --port P   server port (default 12000)\n"
-		   "  -h, --help this text\n"
-		   "With TEXT, send it and print the reply; without, send each "
-		   "line of standard input.\n");
+	           "  --udp      use UDP instead of TCP\n"
+	           "  --host H   server host (default 127.0.0.1)\n"
+	           "  --port P   server port (default 12000)\n"
+	           "  -h, --help this text\n"
+	           "With TEXT, send it and print the reply; without, send each "
+	           "line of standard input.\n");
 }
 
 /* Resolve and connect; UDP sockets are connected too, so an ICMP port
@@ -60,15 +60,15 @@ upper_usage(FILE *f)
 static int
 upper_connect(struct upper_peer *p, const char *host, const char *port)
 {
-	struct addrinfo hints = { 0 }, *res, *ai;
+	struct addrinfo hints = {0}, *res, *ai;
 	int rc;
 
 	hints.ai_socktype = p->udp ? SOCK_DGRAM : SOCK_STREAM;
 	snprintf(p->name, sizeof(p->name),
 	    strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, port);
 	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
-		fprintf(stderr, "upper: resolve %s: %s\n", host,
-		    gai_strerror(rc));
+		fprintf(
+		    stderr, "upper: resolve %s: %s\n", host, gai_strerror(rc));
 		return -1;
 	}
 	p->fd = -1;
@@ -174,7 +174,7 @@ static int
 upper_udp_exchange(struct upper_peer *p, const char *msg, size_t len)
 {
 	static char buf[UPPER_DGRAM_MAX];
-	struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
+	struct pollfd pfd = {.fd = p->fd, .events = POLLIN};
 	ssize_t n;
 	int rc;
 
@@ -182,8 +182,8 @@ upper_udp_exchange(struct upper_peer *p, const char *msg, size_t len)
 		upper_err("send %s", p->name);
 		return -1;
 	}
-	while ((rc = poll(&pfd, 1, UPPER_UDP_TIMEOUT_MS)) == -1 &&
-	    errno == EINTR)
+	while (
+	    (rc = poll(&pfd, 1, UPPER_UDP_TIMEOUT_MS)) == -1 && errno == EINTR)
 		;
 	if (rc == 0) {
 		fprintf(stderr, "upper: no reply from %s within %d s\n",
@@ -287,13 +287,13 @@ int
 main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "udp", no_argument, NULL, 'u' },
-		{ "host", required_argument, NULL, 'H' },
-		{ "port", required_argument, NULL, 'p' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"udp", no_argument, NULL, 'u'},
+	    {"host", required_argument, NULL, 'H'},
+	    {"port", required_argument, NULL, 'p'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct upper_peer peer = { .fd = -1 };
+	struct upper_peer peer = {.fd = -1};
 	const char *host = "127.0.0.1", *port = "12000";
 	char *end;
 	long v;
