@@ -94,6 +94,8 @@ struct ctr_cell {
 	uint32_t draining;      /* 1 once it stopped accepting */
 	uint32_t recycle;       /* 1 once it wants to be recycled */
 	uint32_t listening;     /* 1 while the listener is in its epoll set */
+	uint64_t recent;        /* connections accepted lately, halved every
+				   worker tick: the churn part of the load */
 	uint64_t v[CTR_COUNT];
 	struct ctr_hist hist;
 } __attribute__((aligned(128)));

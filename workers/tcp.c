@@ -7,6 +7,9 @@
  * reads stalls itself (TCP flow control) and costs at most one buffer.
  */
 #include <errno.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -109,6 +112,7 @@ tcp_add(struct wrk *w, int fd)
 	w->nconns++;
 	ctr_add(w->cell, CTR_tcp_connections_accepted, 1);
 	ctr_add(w->cell, CTR_tcp_connections_active, 1);
+	ctr_set(&w->cell->recent, ctr_get(&w->cell->recent) + 1);
 	wrk_served(w, 1);
 }
 
@@ -178,16 +182,36 @@ tcp_send(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t len)
 	return 0;
 }
 
+/* tcp_lines_received for a whole read, sixteen bytes per step (SSE2 is
+ * part of x86-64): calling memchr once per line, or a popcount without
+ * the POPCNT instruction, costs more than the transform itself.  Byte
+ * lanes count matches (cmpeq gives -1) for up to 255 steps, then
+ * _mm_sad_epu8 folds them into two 64-bit sums. */
 static uint64_t
 count_newlines(const uint8_t *p, size_t n)
 {
-	const uint8_t *end = p + n;
 	uint64_t lines = 0;
+	size_t i = 0;
 
-	while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
-		lines++;
-		p++;
+#ifdef __SSE2__
+	const __m128i nl = _mm_set1_epi8('\n'), zero = _mm_setzero_si128();
+
+	while (i + 16 <= n) {
+		__m128i acc = zero, sum;
+		size_t steps = (n - i) / 16;
+
+		if (steps > 255)
+			steps = 255;
+		for (; steps > 0; steps--, i += 16)
+			acc = _mm_sub_epi8(acc, _mm_cmpeq_epi8(nl,
+			    _mm_loadu_si128((const __m128i *)(p + i))));
+		sum = _mm_sad_epu8(acc, zero);
+		lines += (uint64_t)_mm_cvtsi128_si64(sum) +
+		    (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(sum, sum));
 	}
+#endif
+	for (; i < n; i++)
+		lines += p[i] == '\n';
 	return lines;
 }
 

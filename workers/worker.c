@@ -21,6 +21,8 @@
 #include "wrk.h"
 
 #define WRK_TICK_NS 250000000L
+#define WRK_STALE_NS 1000000000ULL /* four missed ticks */
+#define WRK_RELISTEN_MS 2          /* re-check of a worker that stepped back */
 #define WRK_MAX_EVENTS 256
 
 uint64_t
@@ -32,12 +34,24 @@ wrk_clock_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+/* A heartbeat written after our clock read is fresh, not 584 years old. */
+static int
+wrk_stale(const struct wrk *w, uint64_t heartbeat_ns)
+{
+	return heartbeat_ns < w->now_ns &&
+	    w->now_ns - heartbeat_ns > WRK_STALE_NS;
+}
+
 /*
- * Even load without a lock: a worker accepts only while it holds no more
- * than the mean of the serving workers' open connections plus a little
- * slack (nginx's accept_disabled, computed from real numbers).  At least
- * one worker is always at or below the mean, so the listener is never
- * left without a taker.
+ * Even load without a lock: a worker accepts only while its load is no
+ * more than the mean of the serving workers' plus a little slack (nginx's
+ * accept_disabled, computed from real numbers).  Load is open connections
+ * plus connections accepted lately, so long-lived and short connections
+ * both spread evenly.  Workers that are draining, recycling or silent (a
+ * stale heartbeat: stopped or hung) do not count, or a frozen worker would
+ * hold the mean down and stall the others.  The least-loaded worker always
+ * qualifies, so the listener is never left without a taker for longer than
+ * the WRK_RELISTEN_MS poll of the workers that stepped back.
  */
 int
 wrk_may_accept(struct wrk *w)
@@ -50,14 +64,18 @@ wrk_may_accept(struct wrk *w)
 		c = &w->tab->cell[i];
 		if (!__atomic_load_n(&c->in_use, __ATOMIC_RELAXED) ||
 		    !__atomic_load_n(&c->ready, __ATOMIC_RELAXED) ||
-		    __atomic_load_n(&c->draining, __ATOMIC_RELAXED))
+		    __atomic_load_n(&c->draining, __ATOMIC_RELAXED) ||
+		    __atomic_load_n(&c->recycle, __ATOMIC_RELAXED) ||
+		    wrk_stale(w, ctr_get(&c->heartbeat_ns)))
 			continue;
-		total += ctr_get(&c->v[CTR_tcp_connections_active]);
+		total += ctr_get(&c->v[CTR_tcp_connections_active]) +
+		    ctr_get(&c->recent);
 		n++;
 	}
 	if (n <= 1)
 		return 1;
-	mine = ctr_get(&w->cell->v[CTR_tcp_connections_active]);
+	mine = ctr_get(&w->cell->v[CTR_tcp_connections_active]) +
+	    ctr_get(&w->cell->recent);
 	mean = total / n;
 	return mine <= mean + 1 + mean / 16;
 }
@@ -142,6 +160,7 @@ wrk_on_tick(struct wrk *w, pid_t parent)
 
 	(void)!read(w->tick_fd, &n, sizeof(n));
 	__atomic_store_n(&w->cell->heartbeat_ns, w->now_ns, __ATOMIC_RELAXED);
+	ctr_set(&w->cell->recent, ctr_get(&w->cell->recent) / 2);
 	if (w->cfg->idle_timeout)
 		tcp_expire_idle(w);
 	if (getppid() != parent)
@@ -223,7 +242,8 @@ wrk_loop(struct wrk *w, pid_t parent)
 	int i, n, quit = 0;
 
 	while (!quit) {
-		n = epoll_wait(w->ep, ev, WRK_MAX_EVENTS, -1);
+		n = epoll_wait(w->ep, ev, WRK_MAX_EVENTS, w->listening ||
+		    w->lfd == -1 || w->recycling ? -1 : WRK_RELISTEN_MS);
 		if (n == -1 && errno != EINTR) {
 			log_warn("epoll_wait");
 			break;

@@ -299,3 +299,21 @@ def test_oversized_request(daemon, kind):
     st = status_of(raw)
     assert st in (400, 413, 414, 431), raw[:300]
     assert_still_fine(daemon)
+
+
+def test_lines_counted_in_bulk(daemon):
+    """tcp_lines_received over megabytes (the worker counts newlines many
+    bytes per step; dense and sparse newlines, odd lengths)."""
+    import random
+    rnd = random.Random(1234)
+    data = (bytes(rnd.choice(b"ab\n") for _ in range(1_000_003)) +
+            b"\n" * 70_001 + b"c" * 4099 + b"\n")
+    assert tcp_roundtrip(daemon.tcp_port, data, timeout=30) == ucase(data)
+
+    def counted():
+        t = daemon.stats()["totals"]
+        return t if t["tcp_connections_active"] == 0 else None
+
+    t = wait_until(counted, 10, msg="connection closed")
+    assert t["tcp_lines_received"] == data.count(b"\n")
+    assert t["tcp_bytes_received"] == len(data)
