@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,11 +101,15 @@ fail:
 int
 net_listen_tcp(const struct sockaddr_storage *ss, socklen_t len, int backlog)
 {
-	int fd, saved;
+	int fd, saved, on = 1;
 
 	if ((fd = net_socket(ss, SOCK_STREAM)) == -1)
 		return -1;
-	if (bind(fd, (const struct sockaddr *)ss, len) == -1 ||
+	/* Replies are written whole, once per read: Nagle could only hold
+	 * them back.  Accepted sockets inherit the option from the listener,
+	 * which saves a setsockopt per connection. */
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) == -1 ||
+	    bind(fd, (const struct sockaddr *)ss, len) == -1 ||
 	    listen(fd, backlog) == -1) {
 		saved = errno;
 		close(fd);
