@@ -87,6 +87,36 @@ bprintf(struct buf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
+/* Append n bytes as they are: the common case, with no format to parse. */
+static void
+bput(struct buf *b, const char *p, size_t n)
+{
+	if (!reserve(b, n + 1))
+		return;
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+}
+
+/* Append s, writing each byte found in special as a backslash escape
+ * (newline as \n), copying the runs between them whole. */
+static void
+bput_escaped(struct buf *b, const char *s, const char *special)
+{
+	size_t run;
+
+	for (;;) {
+		run = strcspn(s, special);
+		bput(b, s, run);
+		s += run;
+		if (*s == '\0')
+			return;
+		bput(b, *s == '\n' ? "\\n" : "\\", *s == '\n' ? 2 : 1);
+		if (*s != '\n')
+			bput(b, s, 1);
+		s++;
+	}
+}
+
 /*
  * A double the way client_golang writes one (strconv 'g', shortest
  * representation that reads back exactly), except that integral values
@@ -123,17 +153,8 @@ static void
 family(struct buf *b, const char *prefix, const char *name,
     const char *suffix, const char *type, const char *help)
 {
-	const char *h;
-
 	bprintf(b, "# HELP %s%s%s ", prefix, name, suffix);
-	for (h = help; *h != '\0'; h++) {
-		if (*h == '\\')
-			bprintf(b, "\\\\");
-		else if (*h == '\n')
-			bprintf(b, "\\n");
-		else
-			bprintf(b, "%c", *h);
-	}
+	bput_escaped(b, help, "\\\n");
 	bprintf(b, "\n# TYPE %s%s%s %s\n", prefix, name, suffix, type);
 }
 
@@ -142,14 +163,7 @@ family(struct buf *b, const char *prefix, const char *name,
 static void
 label_value(struct buf *b, const char *v)
 {
-	for (; *v != '\0'; v++) {
-		if (*v == '\\' || *v == '"')
-			bprintf(b, "\\%c", *v);
-		else if (*v == '\n')
-			bprintf(b, "\\n");
-		else
-			bprintf(b, "%c", *v);
-	}
+	bput_escaped(b, v, "\\\"\n");
 }
 
 static void

@@ -164,6 +164,28 @@ def pick(b, cpu):
     return d
 
 
+def one_worker(runs, summary):
+    """(a)/(b) with upperd on one worker against the reference runs taken
+    beside them (rep > 100): the engines compared at the same split."""
+    for sc in ("a", "b"):
+        u = best(runs, sc, "upperd1")
+        cand = [r for r in runs if r["scenario"] == sc and
+                r["server"] == "ref" and r["rep"] > 100 and r.get("bench")]
+        r = max(cand, key=tput) if cand else None
+        if not u or not r:
+            continue
+        rr = ratio(tput(r), tput(u))
+        cr = ratio(cpu_per_op(r), cpu_per_op(u))
+        print(f"one worker ({sc}): ref {fmt(tput(r))} req/s {held(r)}, "
+              f"upperd --workers 1 {fmt(tput(u))} req/s: {fmt(rr, 2)}x; "
+              f"CPU us/op {fmt(cpu_per_op(r), 2)} / {fmt(cpu_per_op(u), 2)}"
+              f" ({fmt(cr, 2)}x); p99 us {fmt(r['bench']['p99_us'])} / "
+              f"{fmt(u['bench']['p99_us'])}")
+        summary.setdefault("one_worker", {})[sc] = {
+            "ref_rps": tput(r), "upperd1_rps": tput(u), "ratio": rr,
+            "cpu_ratio": cr}
+
+
 def balance(runs, summary):
     for srv, n in (("upperd", 2), ("upperd4", 4)):
         r = best(runs, "churn", srv)
@@ -243,6 +265,7 @@ def main():
           f"average at start {meta.get('loadavg_start')}")
     comparison(runs, summary)
     print()
+    one_worker(runs, summary)
     balance(runs, summary)
     scrape(runs, recs, summary)
     idle(runs, recs, summary)

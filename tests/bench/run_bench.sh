@@ -262,6 +262,7 @@ run_one() {
 	ref) SRV_PID=$REF_PID port=$REF_PORT ;;
 	upperd) SRV_PID=$U2_PID port=$U2_PORT stats=$U2_STATS ;;
 	upperd4) SRV_PID=$U4_PID port=$U4_PORT stats=$U4_STATS ;;
+	upperd1) SRV_PID=$U1_PID port=$U1_PORT stats=$U1_STATS ;;
 	upperd_idle) SRV_PID=$UI_PID port=$UI_PORT stats=$UI_STATS ;;
 	esac
 	[ -n "$stats" ] && acc0=$(accepted "$stats")
@@ -351,6 +352,19 @@ if [ "$SELF" = 1 ]; then
 	"$PY" "$HERE/report.py" "$REC" "$OUT"
 	exit 0
 fi
+
+# --- (a) and (b) on one worker: the split the reference usually falls
+# into (EPOLLEXCLUSIVE piles connections on one process), so the two
+# engines are compared without the distribution in the way ---------------
+echo "one worker: (a) and (b) on upperd --workers 1 against the same ref"
+start_upperd U1 1
+for rep in $(seq "$REPS"); do
+	for sc in a b; do
+		run_one "$sc" ref "$((rep + 100))"
+		run_one "$sc" upperd1 "$rep"
+	done
+done
+stop_pid "$U1_PID"
 
 # --- /metrics scraped at 100 Hz during (a), alternating with a plain (a) ---
 echo "scrape: (a) on upperd with and without /metrics at 100 Hz"
