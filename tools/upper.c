@@ -92,14 +92,42 @@ upper_connect(struct upper_peer *p, const char *host, const char *port)
 	return 0;
 }
 
+/*
+ * Send a TCP request while printing whatever reply arrives meanwhile: the
+ * server answers as it reads and stops reading from a client that does not
+ * take its replies, so a long request written without reading would hang
+ * both ends.  Everything received before the request is fully sent belongs
+ * to it.  *nl is set once a newline has been printed.
+ */
 static int
-upper_write_all(struct upper_peer *p, const char *buf, size_t n)
+upper_send_tcp(struct upper_peer *p, const char *buf, size_t n, int *nl)
 {
-	ssize_t w;
+	struct pollfd pfd = {.fd = p->fd, .events = POLLIN | POLLOUT};
+	char in[65536];
+	ssize_t w, r;
 
+	*nl = 0;
 	while (n > 0) {
-		w = send(p->fd, buf, n, MSG_NOSIGNAL);
-		if (w == -1 && errno == EINTR)
+		if (poll(&pfd, 1, -1) == -1) {
+			if (errno == EINTR)
+				continue;
+			upper_err("poll");
+			return -1;
+		}
+		if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+			r = recv(p->fd, in, sizeof(in), MSG_DONTWAIT);
+			if (r > 0) {
+				fwrite(in, 1, (size_t)r, stdout);
+				*nl |= memchr(in, '\n', (size_t)r) != NULL;
+			} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+				upper_err("recv %s", p->name);
+				return -1;
+			}
+		}
+		if (!(pfd.revents & POLLOUT))
+			continue;
+		w = send(p->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w == -1 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		if (w == -1) {
 			upper_err("send %s", p->name);
@@ -225,7 +253,7 @@ upper_oneshot(struct upper_peer *p, int argc, char **argv)
 {
 	size_t len;
 	char *msg;
-	int rc;
+	int rc, nl;
 
 	if ((msg = upper_join(argc, argv, &len)) == NULL) {
 		upper_err("malloc");
@@ -233,7 +261,7 @@ upper_oneshot(struct upper_peer *p, int argc, char **argv)
 	}
 	if (p->udp)
 		rc = upper_udp_exchange(p, msg, len);
-	else if ((rc = upper_write_all(p, msg, len)) == 0) {
+	else if ((rc = upper_send_tcp(p, msg, len, &nl)) == 0) {
 		shutdown(p->fd, SHUT_WR);
 		rc = upper_tcp_until_eof(p);
 	}
@@ -246,12 +274,14 @@ upper_oneshot(struct upper_peer *p, int argc, char **argv)
 static int
 upper_session_line(struct upper_peer *p, char *line, size_t len)
 {
-	int has_nl = len > 0 && line[len - 1] == '\n';
+	int has_nl = len > 0 && line[len - 1] == '\n', done;
 
 	if (p->udp)
 		return upper_udp_exchange(p, line, len - (size_t)has_nl);
-	if (upper_write_all(p, line, len) == -1)
+	if (upper_send_tcp(p, line, len, &done) == -1)
 		return -1;
+	if (done) /* the reply's newline came while sending */
+		return fflush(stdout) == EOF ? -1 : 0;
 	if (has_nl)
 		return upper_tcp_line(p);
 	shutdown(p->fd, SHUT_WR);

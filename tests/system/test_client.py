@@ -159,3 +159,15 @@ def test_bad_usage():
     rc, out, err = upper(["--port", "notaport", "x"])
     assert rc == 2
     assert len(err.splitlines()) == 1, err
+
+
+def test_long_input_does_not_deadlock(daemon):
+    """A 16 MiB line (and a 16 MiB last line without a newline) larger than
+    every socket buffer: the client must read replies while it sends, or
+    both ends stall on full buffers."""
+    big = b"a" * (16 << 20)
+    rc, out, err = upper(port_args(daemon), input=b"x\n" + big + b"\ny\n" +
+                         big, timeout=60)
+    assert (rc, err) == (0, b"")
+    assert out == b"X\n" + b"A" * (16 << 20) + b"\nY\n" + \
+        b"A" * (16 << 20) + b"\n"
