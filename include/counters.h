@@ -20,6 +20,7 @@
 
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 /* X(name, kind, help): kind is CTR_KIND_COUNTER or CTR_KIND_GAUGE. */
 #define CTR_COUNTERS(X)                                                        \
@@ -140,6 +141,17 @@ static inline void
 ctr_set(uint64_t *p, uint64_t v)
 {
 	__atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
+/* The clock of heartbeats and activity stamps: CLOCK_MONOTONIC in ns, read
+ * by the supervisor and its workers alike. */
+static inline uint64_t
+ctr_clock_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
 /* Record one finished connection of duration ns in the cell's histogram. */

@@ -58,7 +58,7 @@ http_render(struct MHD_Connection *conn, struct sup *s,
     char *(*render)(const struct snapshot *, size_t *), const char *type)
 {
 	struct snapshot snap;
-	uint64_t t0 = sup_now_ns();
+	uint64_t t0 = ctr_clock_ns();
 	size_t len;
 	char *body;
 
@@ -66,7 +66,7 @@ http_render(struct MHD_Connection *conn, struct sup *s,
 		return http_text(conn, 500, "out of memory\n");
 	body = render(&snap, &len);
 	sup_snapshot_free(&snap);
-	s->last_scrape = (double)(sup_now_ns() - t0) / 1e9;
+	s->last_scrape = (double)(ctr_clock_ns() - t0) / 1e9;
 	if (body == NULL)
 		return http_text(conn, 500, "out of memory\n");
 	return http_reply(conn, 200, type, body, len, 1);

@@ -151,7 +151,7 @@ gate_accept(struct sup *s)
 		}
 		g = gate_slot(s);
 		*g = (struct gate_conn){ .fd = fd, .addr = ss, .addrlen = sl,
-			.deadline_ns = sup_now_ns() + GATE_TIMEOUT_S *
+			.deadline_ns = ctr_clock_ns() + GATE_TIMEOUT_S *
 			    1000000000ULL };
 		ev.data.ptr = g;
 		if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
@@ -196,7 +196,7 @@ gate_event(struct sup *s, void *ptr)
 void
 gate_expire(struct sup *s)
 {
-	uint64_t now = sup_now_ns();
+	uint64_t now = ctr_clock_ns();
 	int i;
 
 	for (i = 0; i < GATE_MAX; i++)

@@ -115,15 +115,21 @@ LOG_FN(log_error, LOG_LEVEL_ERROR, 0)
 LOG_FN(log_info, LOG_LEVEL_INFO, 0)
 LOG_FN(log_debug, LOG_LEVEL_DEBUG, 0)
 
+/* Both fatals end here: one line at error level, then exit(1). */
+static void __attribute__((noreturn))
+log_vfatal(int with_errno, const char *fmt, va_list ap)
+{
+	log_vwrite(LOG_LEVEL_ERROR, with_errno, fmt, ap);
+	exit(1);
+}
+
 void
 fatal(const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vwrite(LOG_LEVEL_ERROR, 1, fmt, ap);
-	va_end(ap);
-	exit(1);
+	log_vfatal(1, fmt, ap);
 }
 
 void
@@ -132,7 +138,5 @@ fatalx(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vwrite(LOG_LEVEL_ERROR, 0, fmt, ap);
-	va_end(ap);
-	exit(1);
+	log_vfatal(0, fmt, ap);
 }

@@ -24,15 +24,6 @@
 #define SUP_EV_HTTP 3
 #define SUP_EV_STATS 4
 
-uint64_t
-sup_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 double
 sup_epoch(void)
 {

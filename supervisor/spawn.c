@@ -69,7 +69,7 @@ sup_spawn(struct sup *s, unsigned slot)
 	c = &s->tab->cell[cell];
 	memset(c, 0, sizeof(*c));
 	c->slot = slot;
-	c->heartbeat_ns = sup_now_ns();
+	c->heartbeat_ns = ctr_clock_ns();
 	c->in_use = 1;
 	if ((unsigned)cell >= s->tab->ncells_hwm)
 		__atomic_store_n(&s->tab->ncells_hwm, (unsigned)cell + 1,
@@ -83,7 +83,7 @@ sup_spawn(struct sup *s, unsigned slot)
 		sup_child(s, slot, cell);
 	c->pid = pid;
 	s->proc[cell] = (struct sup_proc){ .pid = pid, .slot = slot,
-		.started_ns = sup_now_ns(), .started_at = sup_epoch() };
+		.started_ns = ctr_clock_ns(), .started_at = sup_epoch() };
 	log_debug("worker %u started, pid %d", slot, (int)pid);
 	return cell;
 }
@@ -97,7 +97,7 @@ sup_stop_proc(struct sup *s, int cell, enum sup_stop why)
 	if (p->pid == 0 || p->stop != SUP_STOP_NONE)
 		return;
 	p->stop = why;
-	p->kill_at_ns = sup_now_ns() + (s->cfg.drain_timeout + 2ULL) * NS;
+	p->kill_at_ns = ctr_clock_ns() + (s->cfg.drain_timeout + 2ULL) * NS;
 	if (kill(p->pid, SIGTERM) == -1)
 		log_warn("kill worker %u pid %d", p->slot, (int)p->pid);
 }
@@ -190,7 +190,7 @@ static void
 sup_on_crash(struct sup_slot *sl, const struct sup_proc *p,
     int status, int was_next)
 {
-	double uptime = (double)(sup_now_ns() - p->started_ns) / 1e9;
+	double uptime = (double)(ctr_clock_ns() - p->started_ns) / 1e9;
 
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
 		sl->failed = !was_next;
@@ -200,7 +200,7 @@ sup_on_crash(struct sup_slot *sl, const struct sup_proc *p,
 	}
 	sl->restarts[SNAP_CRASH]++;
 	sl->backoff_s = backoff_next(sl->backoff_s, uptime);
-	sl->respawn_at_ns = sup_now_ns() + sl->backoff_s * NS;
+	sl->respawn_at_ns = ctr_clock_ns() + sl->backoff_s * NS;
 	if (was_next)
 		sl->next_pending = 1;
 	log_warnx("worker %u pid %d %s %s after %.1fs, respawn in %us", p->slot,
@@ -310,7 +310,7 @@ sup_begin_replace(struct sup *s, unsigned i, enum snap_reason why)
 	sl->next_pending = 0;
 	if ((sl->next = sup_spawn(s, i)) == -1) {
 		sl->next_pending = 1;
-		sl->respawn_at_ns = sup_now_ns() + NS;
+		sl->respawn_at_ns = ctr_clock_ns() + NS;
 	}
 }
 
@@ -405,7 +405,7 @@ sup_announce(struct sup *s)
 void
 sup_tick(struct sup *s)
 {
-	uint64_t now = sup_now_ns();
+	uint64_t now = ctr_clock_ns();
 	unsigned i;
 
 	sup_kill_overdue(s, now);

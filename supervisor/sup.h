@@ -75,7 +75,6 @@ struct sup {
 /* loop.c */
 void sup_signals_init(struct sup *s);
 int sup_loop(struct sup *s);
-uint64_t sup_now_ns(void);
 double sup_epoch(void);
 
 /* spawn.c: process lifecycle */

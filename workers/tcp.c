@@ -311,7 +311,7 @@ tcp_expire_idle(struct wrk *w)
 void
 tcp_close_all(struct wrk *w)
 {
-	w->now_ns = wrk_clock_ns();
+	w->now_ns = ctr_clock_ns();
 	while (w->lru.head != NULL)
 		conn_close(w, w->lru.head);
 }

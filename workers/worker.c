@@ -25,15 +25,6 @@
 #define WRK_RELISTEN_MS 2          /* re-check of a worker that stepped back */
 #define WRK_MAX_EVENTS 256
 
-uint64_t
-wrk_clock_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 /* A heartbeat written after our clock read is fresh, not 584 years old. */
 static int
 wrk_stale(const struct wrk *w, uint64_t heartbeat_ns)
@@ -248,7 +239,7 @@ wrk_loop(struct wrk *w, pid_t parent)
 			log_warn("epoll_wait");
 			break;
 		}
-		w->now_ns = wrk_clock_ns();
+		w->now_ns = ctr_clock_ns();
 		for (i = 0; i < n && !quit; i++)
 			wrk_dispatch(w, &ev[i], parent, &quit);
 		if (w->draining && (w->nconns == 0 ||
@@ -274,7 +265,7 @@ wrk_main(const struct wrk_args *a)
 	w.slot = a->slot;
 	w.lfd = a->tcp_fd;
 	w.ufd = a->udp_fd;
-	w.now_ns = wrk_clock_ns();
+	w.now_ns = ctr_clock_ns();
 	if (a->cfg->max_requests) {
 		srandom((unsigned)getpid() ^ (unsigned)w.now_ns);
 		w.recycle_at = a->cfg->max_requests + (uint64_t)random() %

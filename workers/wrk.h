@@ -77,7 +77,6 @@ int udp_init(struct wrk *w);
 void udp_event(struct wrk *w);
 
 /* worker.c */
-uint64_t wrk_clock_ns(void);
 int wrk_may_accept(struct wrk *w);
 void wrk_listen(struct wrk *w, int on);
 void wrk_served(struct wrk *w, uint64_t n);
