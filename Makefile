@@ -36,7 +36,7 @@ SUP_SRCS := $(wildcard supervisor/*.c)
 WRK_SRCS := $(wildcard workers/*.c)
 UPPERD_OBJS := $(patsubst %.c,$(OUT)/%.o,$(SUP_SRCS) $(WRK_SRCS))
 
-UNIT_TESTS := upcase render config backoff
+UNIT_TESTS := upcase render config backoff http_line
 UNIT_BINS  := $(patsubst %,$(BIN)/test_%,$(UNIT_TESTS))
 
 # Each unit test links only the module it tests.
@@ -46,6 +46,7 @@ TEST_render_OBJS  := supervisor/render_json.o supervisor/render_prom.o \
                      supervisor/counters.o
 TEST_config_OBJS  := supervisor/config.o
 TEST_backoff_OBJS := supervisor/backoff.o
+TEST_http_line_OBJS := supervisor/http_line.o
 
 PYTHON ?= /usr/bin/python3
 DEB_PKGS := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config \

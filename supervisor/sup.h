@@ -97,8 +97,6 @@ int sup_http_timeout_ms(struct sup *s);
 void sup_http_stop(struct sup *s);
 
 /* http_gate.c: request-line check in front of libmicrohttpd */
-enum gate_verdict { GATE_VALID, GATE_MORE, GATE_BAD, GATE_LONG };
-int gate_check(const char *buf, size_t n);
 void gate_init(void);
 void gate_accept(struct sup *s);
 void gate_event(struct sup *s, void *ptr);

@@ -1,0 +1,60 @@
+/*
+ * http_line.c: is this the start of an HTTP request?  The pure half of the
+ * stats endpoint's gate (http_gate.c): it looks only at bytes, so it is
+ * unit-tested on its own (tests/unit/test_http_line.c).
+ */
+#include <string.h>
+
+#include "http_line.h"
+
+/* RFC 9110 token characters, for the method. */
+static int
+gate_tchar(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || (c != '\0' && strchr("!#$%&'*+-.^_`|~",
+	    c) != NULL);
+}
+
+/*
+ * Classify the start of a request: GATE_VALID once a whole well-formed
+ * request line is there, GATE_MORE while it may still become one,
+ * GATE_BAD or GATE_LONG otherwise.  Leading empty lines are allowed
+ * (RFC 9112 2.2).  Pure, so it is unit-testable.
+ */
+int
+gate_check(const char *buf, size_t n)
+{
+	size_t i = 0, start;
+
+	while (i < n && (buf[i] == '\r' || buf[i] == '\n'))
+		i++;
+	start = i;
+	while (i < n && gate_tchar((unsigned char)buf[i]))
+		i++;
+	if (i == n)
+		return n >= GATE_LINE_MAX ? GATE_LONG : GATE_MORE;
+	if (i == start || buf[i++] != ' ')
+		return GATE_BAD;
+	start = i;
+	while (i < n && (unsigned char)buf[i] > ' ' && buf[i] != 0x7f)
+		i++;
+	if (i == n)
+		return n >= GATE_LINE_MAX ? GATE_LONG : GATE_MORE;
+	if (i == start || buf[i++] != ' ')
+		return GATE_BAD;
+	start = i;
+	while (i < n && buf[i] != '\n')
+		i++;
+	if (i == n)
+		return n >= GATE_LINE_MAX ? GATE_LONG : GATE_MORE;
+	if (buf[i - 1] == '\r')
+		i--;
+	if (i - start != 8 || memcmp(buf + start, "HTTP/", 5) != 0 ||
+	    buf[start + 5] < '0' || buf[start + 5] > '9' ||
+	    buf[start + 6] != '.' || buf[start + 7] < '0' ||
+	    buf[start + 7] > '9')
+		return GATE_BAD;
+	return GATE_VALID;
+}
+
