@@ -299,6 +299,27 @@ sup_check_hung(struct sup *s, unsigned i, uint64_t now)
 		sl->respawn_at_ns = now + NS;
 }
 
+/* A replacement (reload, recycle) that never starts serving would block
+ * its slot's swap for good: past the heartbeat timeout it is killed as
+ * hung and asked for again a second later; the old worker serves on. */
+static void
+sup_check_next(struct sup *s, unsigned i, uint64_t now)
+{
+	struct sup_slot *sl = &s->slot[i];
+	const struct sup_proc *p = &s->proc[sl->next];
+
+	if (sup_proc_ready(s, sl->next) || now - p->started_ns <
+	    (uint64_t)s->cfg.heartbeat_timeout * NS)
+		return;
+	log_warnx("worker %u replacement pid %d not serving after %.1fs, "
+	    "killing it", i, (int)p->pid, (double)(now - p->started_ns) / 1e9);
+	sup_kill_proc(s, sl->next, SUP_STOP_HUNG);
+	sl->restarts[SNAP_HUNG]++;
+	sl->next = -1;
+	sl->next_pending = 1;
+	sl->respawn_at_ns = now + NS;
+}
+
 /* A replacement asked for by reload or recycle: fork it now, swap it in
  * once it serves (sup_check_swap). */
 static void
@@ -350,6 +371,8 @@ sup_tick_slot(struct sup *s, unsigned i, uint64_t now)
 			    "recycling", i, (int)s->proc[sl->active].pid);
 			sup_begin_replace(s, i, SNAP_RECYCLE);
 		}
+		if (sl->next >= 0)
+			sup_check_next(s, i, now);
 		if (sl->next_pending && now >= sl->respawn_at_ns)
 			sup_begin_replace(s, i, sl->next_reason);
 		sup_check_swap(s, i);
