@@ -308,8 +308,8 @@ sup_check_next(struct sup *s, unsigned i, uint64_t now)
 	struct sup_slot *sl = &s->slot[i];
 	const struct sup_proc *p = &s->proc[sl->next];
 
-	if (sup_proc_ready(s, sl->next) || now - p->started_ns <
-	    (uint64_t)s->cfg.heartbeat_timeout * NS)
+	if (sup_proc_ready(s, sl->next) || now < p->started_ns ||
+	    now - p->started_ns < (uint64_t)s->cfg.heartbeat_timeout * NS)
 		return;
 	log_warnx("worker %u replacement pid %d not serving after %.1fs, "
 	    "killing it", i, (int)p->pid, (double)(now - p->started_ns) / 1e9);
