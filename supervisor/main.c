@@ -80,6 +80,11 @@ drop_privileges(const struct passwd *pw)
 {
 	if (pw == NULL)
 		return;
+	/* The log file stays ours to reopen on USR1 after the drop. */
+	if (log_fd() != STDERR_FILENO &&
+	    fchown(log_fd(), pw->pw_uid, pw->pw_gid) == -1)
+		die(1, "cannot chown log file to %s: %s", pw->pw_name,
+		    strerror(errno));
 	if (setgroups(0, NULL) == -1 || setgid(pw->pw_gid) == -1 ||
 	    setuid(pw->pw_uid) == -1)
 		die(1, "cannot drop privileges to %s: %s", pw->pw_name,
