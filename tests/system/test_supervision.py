@@ -325,3 +325,33 @@ def test_user_unknown(tmp_path):
     assert r.returncode in (1, 2)
     assert len(r.stderr.splitlines()) == 1, r.stderr
     assert "no-such-user-upperd" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--user needs root")
+def test_user_log_reopened_after_rotation(upperd):
+    """With --user the log file is handed to that user, so USR1 after a
+    logrotate-style rename can reopen (create) it after the drop."""
+    import shutil
+    import tempfile
+    nobody = pwd.getpwnam("nobody")
+    top = tempfile.mkdtemp(prefix="upperd-user-")
+    try:
+        os.chmod(top, 0o777)  # nobody must be able to create the new file
+        log = os.path.join(top, "upperd.log")
+        d = upperd(user="nobody", log_to_file=False, log_file=log)
+        assert os.stat(log).st_uid == nobody.pw_uid
+        os.rename(log, log + ".1")
+        os.kill(d.pid, signal.SIGUSR1)
+
+        def reopened():
+            try:
+                with open(log, "rb") as f:
+                    return b"reopened" in f.read()
+            except FileNotFoundError:
+                return False
+
+        wait_until(reopened, 10, msg="log reopened as nobody")
+        assert os.stat(log).st_uid == nobody.pw_uid
+        assert d.stop(signal.SIGTERM, 10) == 0
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
