@@ -49,10 +49,12 @@ TEST_backoff_OBJS := supervisor/backoff.o
 TEST_http_line_OBJS := supervisor/http_line.o
 
 PYTHON ?= /usr/bin/python3
-DEB_PKGS := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config \
-            libcmocka-dev python3-pytest curl prometheus chromium
+# What building needs (make run), and what the tests need on top (make test).
+DEB_BUILD := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config
+DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium
 
-.PHONY: all run test check unit system asan bench deps format clean install
+.PHONY: all run test check unit system asan bench deps deps-build format clean \
+        install
 
 all: $(BIN)/upperd $(BIN)/upper $(BIN)/upper-bench $(BIN)/upper-ref
 
@@ -82,7 +84,7 @@ $(BIN):
 $(BIN)/test_%: $(OUT)/tests/unit/test_%.o $$(addprefix $(OUT)/,$$(TEST_$$*_OBJS)) | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka -lunistring -lm
 
-run: deps all
+run: deps-build all
 	$(BIN)/upperd
 
 test: deps
@@ -105,6 +107,10 @@ system: all
 bench: deps all
 	BIN=$(CURDIR)/$(BIN) tests/bench/run_bench.sh
 
+deps-build:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_BUILD)"
+
+deps: DEB_PKGS ?= $(DEB_BUILD) $(DEB_TEST)
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
