@@ -73,6 +73,11 @@ $(BIN)/upper-ref: $(OUT)/tools/upper-ref.o $(OUT)/supervisor/net.o \
     $(OUT)/workers/upcase.o | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ -lunistring
 
+# The transform alone, on one core (make bench prints it).
+$(BIN)/upcase-speed: $(OUT)/tests/bench/upcase_speed.o $(OUT)/workers/upcase.o \
+    | $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ -lunistring
+
 $(OUT)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
@@ -104,7 +109,7 @@ system: all
 	cd tests/system && UPPERD_BIN=$(CURDIR)/$(BIN) timeout 900 \
 	    $(PYTHON) -m pytest -x -q -p no:cacheprovider $(PYTEST_ARGS) .
 
-bench: deps all
+bench: deps all $(BIN)/upcase-speed
 	BIN=$(CURDIR)/$(BIN) tests/bench/run_bench.sh
 
 deps-build:

@@ -44,6 +44,9 @@ mkdir "$WORK/bin"
 for b in upperd upper-ref upper-bench upper; do
 	cp "$BIN/$b" "$WORK/bin/$b" || exit 1
 done
+if [ -x "$BIN/upcase-speed" ]; then
+	cp "$BIN/upcase-speed" "$WORK/bin/" || exit 1
+fi
 BIN=$WORK/bin
 
 # A zombie is not alive: it only waits for our wait.
@@ -443,3 +446,9 @@ for f in U2 U4 UI; do
 done
 echo
 "$PY" "$HERE/report.py" "$REC" "$OUT"
+# The transform alone, one core (issue 4: ASCII >= 4 GB/s).
+if [ -x "$BIN/upcase-speed" ]; then
+	echo
+	echo "transform alone, one core, 64 KiB chunks (MB/s = 10^6 bytes/s):"
+	"$BIN/upcase-speed"
+fi

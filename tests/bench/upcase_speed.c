@@ -4,11 +4,8 @@
  * Feeds 64 KiB chunks through upc_feed() for about a second per case and
  * prints input MB/s (10^6 bytes), so the transform's share of a network
  * benchmark is known.  The last line times a bare u8_toupper() over the
- * mixed text: the baseline the memoised path is measured against.  Not
- * built by the Makefile; by hand:
- *
- *   cc -O2 -std=c17 -D_GNU_SOURCE -Iinclude tests/bench/upcase_speed.c \
- *       workers/upcase.c -lunistring -o /tmp/upcase_speed
+ * mixed text: the baseline the memoised path is measured against.  Built
+ * as bin/upcase-speed by `make bench`, which prints its figures.
  */
 #include <stdio.h>
 #include <stdlib.h>
