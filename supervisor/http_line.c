@@ -16,6 +16,13 @@ gate_tchar(unsigned char c)
 	    c) != NULL);
 }
 
+/* The line ran out of bytes: wait for more, unless it is already too long. */
+static int
+gate_short(size_t n)
+{
+	return n >= GATE_LINE_MAX ? GATE_LONG : GATE_MORE;
+}
+
 /*
  * Classify the start of a request: GATE_VALID once a whole well-formed
  * request line is there, GATE_MORE while it may still become one,
@@ -33,21 +40,21 @@ gate_check(const char *buf, size_t n)
 	while (i < n && gate_tchar((unsigned char)buf[i]))
 		i++;
 	if (i == n)
-		return n >= GATE_LINE_MAX ? GATE_LONG : GATE_MORE;
+		return gate_short(n);
 	if (i == start || buf[i++] != ' ')
 		return GATE_BAD;
 	start = i;
 	while (i < n && (unsigned char)buf[i] > ' ' && buf[i] != 0x7f)
 		i++;
 	if (i == n)
-		return n >= GATE_LINE_MAX ? GATE_LONG : GATE_MORE;
+		return gate_short(n);
 	if (i == start || buf[i++] != ' ')
 		return GATE_BAD;
 	start = i;
 	while (i < n && buf[i] != '\n')
 		i++;
 	if (i == n)
-		return n >= GATE_LINE_MAX ? GATE_LONG : GATE_MORE;
+		return gate_short(n);
 	if (buf[i - 1] == '\r')
 		i--;
 	if (i - start != 8 || memcmp(buf + start, "HTTP/", 5) != 0 ||

@@ -112,12 +112,11 @@ snap_add_cell(struct sup *s, unsigned c, struct snap_worker *w)
 	char pid[16];
 	int i;
 
+	/* The same sum a reap makes, plus the gauges of a live process. */
+	ctr_fold(w->v, &w->hist, cell);
 	for (i = 0; i < CTR_COUNT; i++)
-		w->v[i] += ctr_get(&cell->v[i]);
-	for (i = 0; i < CTR_HIST_NBUCKETS; i++)
-		w->hist.bucket[i] += ctr_get(&cell->hist.bucket[i]);
-	w->hist.count += ctr_get(&cell->hist.count);
-	w->hist.sum_ns += ctr_get(&cell->hist.sum_ns);
+		if (ctr_meta[i].kind == CTR_KIND_GAUGE)
+			w->v[i] += ctr_get(&cell->v[i]);
 	snprintf(pid, sizeof(pid), "%d", (int)s->proc[c].pid);
 	if (proc_read_stat(pid, &ps) == 0) {
 		w->cpu_seconds += ps.cpu_seconds;

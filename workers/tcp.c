@@ -148,36 +148,48 @@ tcp_accept(struct wrk *w)
 	}
 }
 
+/* Write as much of buf as the socket takes now, counting it; returns the
+ * bytes written, or -1 when the connection is dead (and closed). */
+static ssize_t
+tcp_write(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t len)
+{
+	size_t off = 0;
+	ssize_t n;
+
+	while (off < len) {
+		n = write(c->fd, buf + off, len - off);
+		if (n > 0)
+			off += (size_t)n;
+		else if (n == -1 && errno == EINTR)
+			continue;
+		else if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		else {
+			conn_close(w, c);
+			return -1;
+		}
+	}
+	ctr_add(w->cell, CTR_tcp_bytes_sent, off);
+	return (ssize_t)off;
+}
+
 /* Write what the transform produced; keep the rest for EPOLLOUT.
  * Returns -1 when the connection is dead (and closed). */
 static int
 tcp_send(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t len)
 {
-	ssize_t n;
-	size_t off = 0;
+	ssize_t off = tcp_write(w, c, buf, len);
 
-	while (off < len) {
-		n = write(c->fd, buf + off, len - off);
-		if (n > 0) {
-			off += (size_t)n;
-			continue;
-		}
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			break;
-		conn_close(w, c);
+	if (off == -1)
 		return -1;
-	}
-	ctr_add(w->cell, CTR_tcp_bytes_sent, off);
-	if (off == len)
+	if ((size_t)off == len)
 		return 0;
-	if ((c->pend = malloc(len - off)) == NULL) {
+	if ((c->pend = malloc(len - (size_t)off)) == NULL) {
 		conn_close(w, c);
 		return -1;
 	}
-	memcpy(c->pend, buf + off, len - off);
-	c->pend_len = (uint32_t)(len - off);
+	memcpy(c->pend, buf + off, len - (size_t)off);
+	c->pend_len = (uint32_t)(len - (size_t)off);
 	c->pend_off = 0;
 	return 0;
 }
@@ -251,23 +263,14 @@ tcp_read_once(struct wrk *w, struct wconn *c)
 static int
 tcp_flush(struct wrk *w, struct wconn *c)
 {
-	ssize_t n;
+	ssize_t n = tcp_write(w, c, c->pend + c->pend_off,
+	    c->pend_len - c->pend_off);
 
-	while (c->pend_off < c->pend_len) {
-		n = write(c->fd, c->pend + c->pend_off,
-		    c->pend_len - c->pend_off);
-		if (n > 0) {
-			c->pend_off += (uint32_t)n;
-			ctr_add(w->cell, CTR_tcp_bytes_sent, (uint64_t)n);
-		} else if (n == -1 && errno == EINTR) {
-			continue;
-		} else if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			return 0;
-		} else {
-			conn_close(w, c);
-			return -1;
-		}
-	}
+	if (n == -1)
+		return -1;
+	c->pend_off += (uint32_t)n;
+	if (c->pend_off < c->pend_len)
+		return 0;
 	free(c->pend);
 	c->pend = NULL;
 	c->pend_len = c->pend_off = 0;
