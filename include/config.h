@@ -20,6 +20,10 @@
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO,
 	LOG_LEVEL_DEBUG };
 
+/* Workers' scheduling policy: SCHED_BATCH (no wakeup preemption) or the
+ * default SCHED_OTHER. */
+enum cfg_sched { CFG_SCHED_BATCH, CFG_SCHED_NORMAL };
+
 struct cfg {
 	char config[CFG_PATH_MAX];   /* "" = none */
 	unsigned workers;
@@ -32,6 +36,7 @@ struct cfg {
 	unsigned heartbeat_timeout;  /* seconds */
 	unsigned long max_requests;  /* 0 = never */
 	enum upc_mode case_mode;
+	enum cfg_sched worker_sched;
 	enum log_level log_level;
 	char log_file[CFG_PATH_MAX]; /* "" = stderr */
 	char pid_file[CFG_PATH_MAX];

@@ -32,6 +32,7 @@ enum cfg_kind {
 	CFG_KIND_STR,   /* a path or name; min is the shortest length */
 	CFG_KIND_CASE,  /* enum upc_mode */
 	CFG_KIND_LEVEL, /* enum log_level */
+	CFG_KIND_SCHED, /* enum cfg_sched */
 };
 
 /* One setting: its long option name (= file key), short option, storage. */
@@ -71,6 +72,7 @@ static const struct cfg_opt cfg_opts[] = {
 	{ "max-requests", 0, CFG_KIND_ULONG, CFG_NUM(max_requests), 0,
 	    CFG_MAX_REQUESTS_MAX },
 	{ "case", 0, CFG_KIND_CASE, CFG_NUM(case_mode), 0, 0 },
+	{ "worker-sched", 0, CFG_KIND_SCHED, CFG_NUM(worker_sched), 0, 0 },
 	{ "log-level", 0, CFG_KIND_LEVEL, CFG_NUM(log_level), 0, 0 },
 	{ "log-file", 0, CFG_KIND_STR, CFG_STR(log_file), 0, 0 },
 	{ "pid-file", 0, CFG_KIND_STR, CFG_STR(pid_file), 0, 0 },
@@ -93,6 +95,9 @@ static const struct cfg_opt cfg_opts[] = {
 
 static const char *const cfg_case_names[] = {
 	[UPC_UNICODE] = "unicode", [UPC_ASCII] = "ascii",
+};
+static const char *const cfg_sched_names[] = {
+	[CFG_SCHED_BATCH] = "batch", [CFG_SCHED_NORMAL] = "normal",
 };
 static const char *const cfg_level_names[] = {
 	[LOG_LEVEL_ERROR] = "error", [LOG_LEVEL_WARN] = "warn",
@@ -139,6 +144,12 @@ const char cfg_usage[] =
     "      --case MODE            unicode: full Unicode uppercase of valid "
     "UTF-8;\n"
     "                             ascii: only a-z (default: unicode)\n"
+    "      --worker-sched POLICY  batch: workers run as SCHED_BATCH, woken "
+    "without\n"
+    "                             preempting, so a busy CPU hands them "
+    "whole\n"
+    "                             batches; normal: SCHED_OTHER (default: "
+    "batch)\n"
     "      --log-level LEVEL      error, warn, info or debug (default: info)\n"
     "      --log-file FILE        append logs to FILE, reopened on SIGUSR1;\n"
     "                             empty = standard error (default: standard "
@@ -183,6 +194,7 @@ cfg_defaults(struct cfg *c)
 	c->heartbeat_timeout = 10;
 	c->max_requests = 0;
 	c->case_mode = UPC_UNICODE;
+	c->worker_sched = CFG_SCHED_BATCH;
 	c->log_level = LOG_LEVEL_INFO;
 }
 
@@ -387,6 +399,12 @@ cfg_apply(struct cfg *c, const struct cfg_opt *o, const char *v, char *why,
 		    CFG_NELEM(cfg_level_names), why, whylen);
 		if (i >= 0)
 			c->log_level = (enum log_level)i;
+		return i < 0 ? -1 : 0;
+	case CFG_KIND_SCHED:
+		i = cfg_choice(v, cfg_sched_names,
+		    CFG_NELEM(cfg_sched_names), why, whylen);
+		if (i >= 0)
+			c->worker_sched = (enum cfg_sched)i;
 		return i < 0 ? -1 : 0;
 	}
 	return -1;

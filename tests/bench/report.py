@@ -15,7 +15,8 @@ SCENARIOS = [
     # key, label, throughput unit, targets
     ("a", "(a) 50 conns depth 1", "req/s", {"tput": 1.0, "p99": 1.1}),
     ("b", "(b) 50 conns depth 16", "req/s", {"tput": 1.0}),
-    ("c", "(c) 1 conn depth 1, 1 CPU", "req/s", {"p50": 1.05}),
+    ("c", "(c) 1 conn, own CPUs", "req/s", {"p50": 1.05}),
+    ("c1", "(c) 1 conn, one shared CPU", "req/s", {}),
     ("d", "(d) idle + 50 active", "req/s", {"tput": 1.0}),
     ("e", "(e) UDP 4 sockets depth 32", "dgram/s", {"tput": 1.0}),
     ("f", "(f) bulk ASCII, 1 conn", "MB/s", {"tput": 0.95}),
@@ -164,26 +165,38 @@ def pick(b, cpu):
     return d
 
 
-def one_worker(runs, summary):
-    """(a)/(b) with upperd on one worker against the reference runs taken
-    beside them (rep > 100): the engines compared at the same split."""
-    for sc in ("a", "b"):
-        u = best(runs, sc, "upperd1")
-        cand = [r for r in runs if r["scenario"] == sc and
-                r["server"] == "ref" and r["rep"] > 100 and r.get("bench")]
-        r = max(cand, key=tput) if cand else None
-        if not u or not r:
-            continue
-        rr = ratio(tput(r), tput(u))
-        cr = ratio(cpu_per_op(r), cpu_per_op(u))
-        print(f"one worker ({sc}): ref {fmt(tput(r))} req/s {held(r)}, "
-              f"upperd --workers 1 {fmt(tput(u))} req/s: {fmt(rr, 2)}x; "
-              f"CPU us/op {fmt(cpu_per_op(r), 2)} / {fmt(cpu_per_op(u), 2)}"
-              f" ({fmt(cr, 2)}x); p99 us {fmt(r['bench']['p99_us'])} / "
-              f"{fmt(u['bench']['p99_us'])}")
-        summary.setdefault("one_worker", {})[sc] = {
-            "ref_rps": tput(r), "upperd1_rps": tput(u), "ratio": rr,
-            "cpu_ratio": cr}
+OTHER_CONFIGS = [
+    # server, label, summary key
+    ("upperd1", "upperd --workers 1", "one_worker"),
+    ("upperdn", "upperd --worker-sched normal", "sched_normal"),
+]
+
+
+def other_configs(runs, summary):
+    """(a)/(b) on other upperd configurations against the reference runs
+    taken beside them (rep > 100)."""
+    for srv, label, key in OTHER_CONFIGS:
+        for sc in ("a", "b"):
+            u = best(runs, sc, srv)
+            cand = [r for r in runs if r["scenario"] == sc and
+                    r["server"] == "ref" and r["rep"] > 100 and
+                    r.get("bench")]
+            r = max(cand, key=tput) if cand else None
+            if not u or not r:
+                continue
+            rr = ratio(tput(r), tput(u))
+            cr = ratio(cpu_per_op(r), cpu_per_op(u))
+            print(f"({sc}) {label}: {fmt(tput(u))} req/s against ref "
+                  f"{fmt(tput(r))} {held(r)}: {fmt(rr, 2)}x; CPU us/op "
+                  f"{fmt(cpu_per_op(u), 2)} / {fmt(cpu_per_op(r), 2)} "
+                  f"({fmt(cr, 2)}x); p50 us {fmt(u['bench']['p50_us'])} / "
+                  f"{fmt(r['bench']['p50_us'])}; p99 us "
+                  f"{fmt(u['bench']['p99_us'])} / "
+                  f"{fmt(r['bench']['p99_us'])}")
+            summary.setdefault(key, {})[sc] = {
+                "ref_rps": tput(r), "upperd_rps": tput(u), "ratio": rr,
+                "cpu_ratio": cr, "p50_us": u["bench"]["p50_us"],
+                "p99_us": u["bench"]["p99_us"]}
 
 
 def balance(runs, summary):
@@ -265,7 +278,7 @@ def main():
           f"average at start {meta.get('loadavg_start')}")
     comparison(runs, summary)
     print()
-    one_worker(runs, summary)
+    other_configs(runs, summary)
     balance(runs, summary)
     scrape(runs, recs, summary)
     idle(runs, recs, summary)

@@ -149,15 +149,17 @@ print(json.load(sys.stdin)["totals"]["tcp_connections_active"])' \
 	    2>/dev/null || echo 0
 }
 
-# start_upperd NAME WORKERS: sets NAME_PID NAME_PORT NAME_STATS.
+# start_upperd NAME WORKERS [OPTIONS...]: sets NAME_PID NAME_PORT
+# NAME_STATS.
 start_upperd() {
 	local name=$1 workers=$2 port stats pid i
+	shift 2
 	port=$(free_port)
 	stats=$(free_port)
 	"$BIN/upperd" --workers "$workers" --tcp "127.0.0.1:$port" \
 	    --udp "127.0.0.1:$port" --stats "127.0.0.1:$stats" \
 	    --log-level warn --idle-timeout 0 --max-conns 60000 \
-	    --drain-timeout 2 >>"$WORK/$name.log" 2>&1 &
+	    --drain-timeout 2 "$@" >>"$WORK/$name.log" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
 	for i in $(seq 100); do
@@ -203,7 +205,7 @@ scenario_args() {
 	a | a_noscrape | a_scrape | idle_without)
 		echo --mode rr --conns 50 --depth 1 ;;
 	b) echo --mode rr --conns 50 --depth 16 ;;
-	c) echo --mode rr --conns 1 --depth 1 ;;
+	c | c1) echo --mode rr --conns 1 --depth 1 ;;
 	d) echo --mode idle --idle "$IDLE_D" --conns 50 --depth 1 --procs 2 ;;
 	e) echo --mode udp --sockets 4 --depth 32 ;;
 	f) echo --mode bulk --bytes "$BULK" --text ascii --duration 60 ;;
@@ -266,21 +268,26 @@ run_one() {
 	upperd) SRV_PID=$U2_PID port=$U2_PORT stats=$U2_STATS ;;
 	upperd4) SRV_PID=$U4_PID port=$U4_PORT stats=$U4_STATS ;;
 	upperd1) SRV_PID=$U1_PID port=$U1_PORT stats=$U1_STATS ;;
+	upperdn) SRV_PID=$UN_PID port=$UN_PORT stats=$UN_STATS ;;
 	upperd_idle) SRV_PID=$UI_PID port=$UI_PORT stats=$UI_STATS ;;
 	esac
 	[ -n "$stats" ] && acc0=$(accepted "$stats")
 	FDS0=$(child_fds "$SRV_PID")
 	ON_SETTLED=mark_cpu
-	# (c) measures one request's path: on two CPUs its latency is
-	# bimodal (16 or 45 us for the same server, as the scheduler puts
-	# client and server on one CPU or two), so client and server share
-	# CPU 0 for it.
+	# (c) measures one request's path.  Left to the scheduler its
+	# latency is bimodal (16 or 45 us for the same server, as client and
+	# server land on one CPU or two), so both are pinned: (c) on CPUs of
+	# their own, as a remote client sees the server; (c1) sharing CPU 0,
+	# where the server's own cost is most of the round trip.
 	PIN=
-	[ "$sc" = c ] && PIN=0 && pin_tree "$SRV_PID" 0
+	case $sc in
+	c) PIN=0 && pin_tree "$SRV_PID" $(($(nproc) - 1)) ;;
+	c1) PIN=0 && pin_tree "$SRV_PID" 0 ;;
+	esac
 	# shellcheck disable=SC2046
 	bench_held "$port" --warmup "$WARM" --duration "$DUR" \
 	    $(scenario_args "$sc") "$@"
-	[ "$sc" = c ] && pin_tree "$SRV_PID" "0-$(($(nproc) - 1))"
+	[ -n "$PIN" ] && pin_tree "$SRV_PID" "0-$(($(nproc) - 1))"
 	PIN=
 	CPU1=$(tree_cpu "$SRV_PID")
 	[ -n "$stats" ] && acc1=$(accepted "$stats")
@@ -335,7 +342,7 @@ echo "{\"kind\":\"meta\",\"quick\":$QUICK,\"reps\":$REPS,\"warmup\":$WARM," \
     "\"idle_d\":$IDLE_D,\"loadavg_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" \
     >>"$REC"
 
-for sc in a b c d e f g; do
+for sc in a b c c1 d e f g; do
 	# a bulk run is short and its spread wide: one more of those
 	nrep=$REPS
 	case $sc in f | g) nrep=$((REPS + 1)) ;; esac
@@ -356,17 +363,23 @@ if [ "$SELF" = 1 ]; then
 	exit 0
 fi
 
-# --- (a) and (b) on one worker: the split the reference usually falls
-# into (EPOLLEXCLUSIVE piles connections on one process), so the two
-# engines are compared without the distribution in the way ---------------
-echo "one worker: (a) and (b) on upperd --workers 1 against the same ref"
+# --- (a) and (b) on other configurations, beside the same ref:
+# --workers 1 is the split the reference usually falls into (EPOLLEXCLUSIVE
+# piles connections on one process), so the two engines are compared
+# without the distribution in the way; --worker-sched normal shows what
+# SCHED_BATCH is worth ---------------------------------------------------
+echo "other configurations: (a) and (b) on upperd --workers 1 and" \
+    "--worker-sched normal, beside the same ref"
 start_upperd U1 1
+start_upperd UN 2 --worker-sched normal
 for rep in $(seq "$REPS"); do
 	for sc in a b; do
 		run_one "$sc" ref "$((rep + 100))"
 		run_one "$sc" upperd1 "$rep"
+		run_one "$sc" upperdn "$rep"
 	done
 done
+stop_pid "$UN_PID"
 stop_pid "$U1_PID"
 
 # --- /metrics scraped at 100 Hz during (a), alternating with a plain (a) ---

@@ -2,7 +2,7 @@
 Supervision: a killed worker is replaced in its slot with its counters
 kept; graceful stop (TERM/INT) with a connection open mid-stream; QUIT;
 workers die with the supervisor; --pid-file, --log-file (and USR1),
---user.
+--user; --worker-sched.
 """
 
 import os
@@ -355,3 +355,28 @@ def test_user_log_reopened_after_rotation(upperd):
         assert d.stop(signal.SIGTERM, 10) == 0
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+SCHED_OTHER, SCHED_BATCH = 0, 3
+
+
+def sched_policy(pid):
+    """The policy field of /proc/<pid>/stat (field 41, after the comm)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[38])
+
+
+@pytest.mark.parametrize("opt,want", [(None, SCHED_BATCH),
+                                      ("batch", SCHED_BATCH),
+                                      ("normal", SCHED_OTHER)])
+def test_worker_sched(upperd, opt, want):
+    d = upperd(worker_sched=opt)
+    pids = d.worker_pids()
+    assert len(pids) == 2
+    assert [sched_policy(p) for p in pids] == [want, want]
+    # only the workers: the supervisor keeps the policy it was started with
+    assert sched_policy(d.pid) == sched_policy(os.getpid())
+    msg = b"scheduled\n"
+    assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+    assert d.stop(signal.SIGTERM, 10) == 0

@@ -117,6 +117,7 @@ assert_cfg_equal(const struct cfg *a, const struct cfg *b)
 	assert_int_equal(a->max_requests, b->max_requests);
 	assert_int_equal(a->case_mode, b->case_mode);
 	assert_int_equal(a->log_level, b->log_level);
+	assert_int_equal(a->worker_sched, b->worker_sched);
 	assert_string_equal(a->log_file, b->log_file);
 	assert_string_equal(a->pid_file, b->pid_file);
 	assert_string_equal(a->user, b->user);
@@ -142,6 +143,7 @@ test_defaults(void **state)
 	assert_int_equal(c.max_requests, 0);
 	assert_int_equal(c.case_mode, UPC_UNICODE);
 	assert_int_equal(c.log_level, LOG_LEVEL_INFO);
+	assert_int_equal(c.worker_sched, CFG_SCHED_BATCH);
 	assert_string_equal(c.log_file, "");
 	assert_string_equal(c.pid_file, "");
 	assert_string_equal(c.user, "");
@@ -169,6 +171,7 @@ field_text(const struct cfg *c, const char *key, char *buf, size_t len)
 	static const char *const cases[] = { "unicode", "ascii" };
 	static const char *const levels[] = { "error", "warn", "info",
 		"debug" };
+	static const char *const scheds[] = { "batch", "normal" };
 
 	if (strcmp(key, "workers") == 0)
 		snprintf(buf, len, "%u", c->workers);
@@ -186,6 +189,8 @@ field_text(const struct cfg *c, const char *key, char *buf, size_t len)
 		snprintf(buf, len, "%s", cases[c->case_mode]);
 	else if (strcmp(key, "log-level") == 0)
 		snprintf(buf, len, "%s", levels[c->log_level]);
+	else if (strcmp(key, "worker-sched") == 0)
+		snprintf(buf, len, "%s", scheds[c->worker_sched]);
 	else if (strcmp(key, "tcp") == 0)
 		snprintf(buf, len, "%s", c->tcp);
 	else if (strcmp(key, "udp") == 0)
@@ -238,6 +243,8 @@ static const struct {
 	{ "log-level", "warn", NULL },
 	{ "log-level", "info", NULL },
 	{ "log-level", "debug", NULL },
+	{ "worker-sched", "batch", NULL },
+	{ "worker-sched", "normal", NULL },
 	{ "log-file", "/var/log/upperd.log", NULL },
 	{ "log-file", "", NULL },
 	{ "pid-file", "/run/upperd.pid", NULL },
@@ -338,6 +345,8 @@ static const struct {
 	{ "case", "", "expected unicode or ascii" },
 	{ "log-level", "warning", "expected error, warn, info or debug" },
 	{ "log-level", "INFO", "expected error, warn, info or debug" },
+	{ "worker-sched", "other", "expected batch or normal" },
+	{ "worker-sched", "", "expected batch or normal" },
 	{ "tcp", "", "expected off, IPV4:PORT or [IPV6]:PORT" },
 	{ "tcp", "12000", "expected off, IPV4:PORT or [IPV6]:PORT" },
 	{ "tcp", "OFF", "expected off, IPV4:PORT or [IPV6]:PORT" },
@@ -822,10 +831,11 @@ test_usage(void **state)
 	static const char *const names[] = { "-c, --config", "-w, --workers",
 		"-t, --tcp", "-u, --udp", "-s, --stats", "--max-conns",
 		"--idle-timeout", "--drain-timeout", "--heartbeat-timeout",
-		"--max-requests", "--case", "--log-level", "--log-file",
+		"--max-requests", "--case", "--worker-sched", "--log-level", "--log-file",
 		"--pid-file", "--user", "-h, --help", "-V, --version",
 		"0.0.0.0:12000", "127.0.0.1:9120", "online CPUs", "10000",
-		"300", "(default: 30)", "(default: 10)", "unicode", "info" };
+		"300", "(default: 30)", "(default: 10)", "unicode", "info",
+		"(default: batch)" };
 	const char *p = cfg_usage, *nl;
 	size_t i;
 
