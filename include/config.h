@@ -36,7 +36,7 @@ struct cfg {
 	unsigned heartbeat_timeout;  /* seconds */
 	unsigned long max_requests;  /* 0 = never */
 	enum upc_mode case_mode;
-	enum cfg_sched worker_sched;
+	enum cfg_sched sched_policy;
 	enum log_level log_level;
 	char log_file[CFG_PATH_MAX]; /* "" = stderr */
 	char pid_file[CFG_PATH_MAX];

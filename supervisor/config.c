@@ -72,7 +72,7 @@ static const struct cfg_opt cfg_opts[] = {
 	{ "max-requests", 0, CFG_KIND_ULONG, CFG_NUM(max_requests), 0,
 	    CFG_MAX_REQUESTS_MAX },
 	{ "case", 0, CFG_KIND_CASE, CFG_NUM(case_mode), 0, 0 },
-	{ "worker-sched", 0, CFG_KIND_SCHED, CFG_NUM(worker_sched), 0, 0 },
+	{ "sched-policy", 0, CFG_KIND_SCHED, CFG_NUM(sched_policy), 0, 0 },
 	{ "log-level", 0, CFG_KIND_LEVEL, CFG_NUM(log_level), 0, 0 },
 	{ "log-file", 0, CFG_KIND_STR, CFG_STR(log_file), 0, 0 },
 	{ "pid-file", 0, CFG_KIND_STR, CFG_STR(pid_file), 0, 0 },
@@ -144,7 +144,7 @@ const char cfg_usage[] =
     "      --case MODE            unicode: full Unicode uppercase of valid "
     "UTF-8;\n"
     "                             ascii: only a-z (default: unicode)\n"
-    "      --worker-sched POLICY  batch: workers run as SCHED_BATCH, woken "
+    "      --sched-policy POLICY  batch: workers run as SCHED_BATCH, woken "
     "without\n"
     "                             preempting, so a busy CPU hands them "
     "whole\n"
@@ -194,7 +194,7 @@ cfg_defaults(struct cfg *c)
 	c->heartbeat_timeout = 10;
 	c->max_requests = 0;
 	c->case_mode = UPC_UNICODE;
-	c->worker_sched = CFG_SCHED_BATCH;
+	c->sched_policy = CFG_SCHED_BATCH;
 	c->log_level = LOG_LEVEL_INFO;
 }
 
@@ -404,7 +404,7 @@ cfg_apply(struct cfg *c, const struct cfg_opt *o, const char *v, char *why,
 		i = cfg_choice(v, cfg_sched_names,
 		    CFG_NELEM(cfg_sched_names), why, whylen);
 		if (i >= 0)
-			c->worker_sched = (enum cfg_sched)i;
+			c->sched_policy = (enum cfg_sched)i;
 		return i < 0 ? -1 : 0;
 	}
 	return -1;

@@ -174,7 +174,7 @@ wrk_sched(const struct cfg *cfg)
 {
 	struct sched_param sp = { .sched_priority = 0 };
 
-	if (cfg->worker_sched == CFG_SCHED_BATCH &&
+	if (cfg->sched_policy == CFG_SCHED_BATCH &&
 	    sched_setscheduler(0, SCHED_BATCH, &sp) == -1)
 		log_warn("sched_setscheduler SCHED_BATCH");
 }

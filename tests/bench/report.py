@@ -168,7 +168,7 @@ def pick(b, cpu):
 OTHER_CONFIGS = [
     # server, label, summary key
     ("upperd1", "upperd --workers 1", "one_worker"),
-    ("upperdn", "upperd --worker-sched normal", "sched_normal"),
+    ("upperdn", "upperd --sched-policy normal", "sched_normal"),
 ]
 
 

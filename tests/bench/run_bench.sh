@@ -366,12 +366,12 @@ fi
 # --- (a) and (b) on other configurations, beside the same ref:
 # --workers 1 is the split the reference usually falls into (EPOLLEXCLUSIVE
 # piles connections on one process), so the two engines are compared
-# without the distribution in the way; --worker-sched normal shows what
+# without the distribution in the way; --sched-policy normal shows what
 # SCHED_BATCH is worth ---------------------------------------------------
 echo "other configurations: (a) and (b) on upperd --workers 1 and" \
-    "--worker-sched normal, beside the same ref"
+    "--sched-policy normal, beside the same ref"
 start_upperd U1 1
-start_upperd UN 2 --worker-sched normal
+start_upperd UN 2 --sched-policy normal
 for rep in $(seq "$REPS"); do
 	for sc in a b; do
 		run_one "$sc" ref "$((rep + 100))"

@@ -58,7 +58,7 @@ BAD_FLAGS = [
     (["--udp", "127.0.0.1"], ["udp", "127.0.0.1"]),
     (["--stats", "nonsense:port"], ["stats", "nonsense"]),
     (["--log-level", "loud"], ["log-level", "log_level", "loud"]),
-    (["--worker-sched", "fifo"], ["worker-sched", "fifo"]),
+    (["--sched-policy", "fifo"], ["sched-policy", "fifo"]),
     (["--max-conns", "many"], ["max-conns", "max_conns", "many"]),
     (["--idle-timeout", "soon"], ["idle-timeout", "idle_timeout", "soon"]),
     (["--drain-timeout", "-5"], ["drain-timeout", "drain_timeout", "-5"]),

@@ -2,7 +2,7 @@
 Supervision: a killed worker is replaced in its slot with its counters
 kept; graceful stop (TERM/INT) with a connection open mid-stream; QUIT;
 workers die with the supervisor; --pid-file, --log-file (and USR1),
---user; --worker-sched.
+--user; --sched-policy.
 """
 
 import os
@@ -370,8 +370,8 @@ def sched_policy(pid):
 @pytest.mark.parametrize("opt,want", [(None, SCHED_BATCH),
                                       ("batch", SCHED_BATCH),
                                       ("normal", SCHED_OTHER)])
-def test_worker_sched(upperd, opt, want):
-    d = upperd(worker_sched=opt)
+def test_sched_policy(upperd, opt, want):
+    d = upperd(sched_policy=opt)
     pids = d.worker_pids()
     assert len(pids) == 2
     assert [sched_policy(p) for p in pids] == [want, want]

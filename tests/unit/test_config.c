@@ -117,7 +117,7 @@ assert_cfg_equal(const struct cfg *a, const struct cfg *b)
 	assert_int_equal(a->max_requests, b->max_requests);
 	assert_int_equal(a->case_mode, b->case_mode);
 	assert_int_equal(a->log_level, b->log_level);
-	assert_int_equal(a->worker_sched, b->worker_sched);
+	assert_int_equal(a->sched_policy, b->sched_policy);
 	assert_string_equal(a->log_file, b->log_file);
 	assert_string_equal(a->pid_file, b->pid_file);
 	assert_string_equal(a->user, b->user);
@@ -143,7 +143,7 @@ test_defaults(void **state)
 	assert_int_equal(c.max_requests, 0);
 	assert_int_equal(c.case_mode, UPC_UNICODE);
 	assert_int_equal(c.log_level, LOG_LEVEL_INFO);
-	assert_int_equal(c.worker_sched, CFG_SCHED_BATCH);
+	assert_int_equal(c.sched_policy, CFG_SCHED_BATCH);
 	assert_string_equal(c.log_file, "");
 	assert_string_equal(c.pid_file, "");
 	assert_string_equal(c.user, "");
@@ -189,8 +189,8 @@ field_text(const struct cfg *c, const char *key, char *buf, size_t len)
 		snprintf(buf, len, "%s", cases[c->case_mode]);
 	else if (strcmp(key, "log-level") == 0)
 		snprintf(buf, len, "%s", levels[c->log_level]);
-	else if (strcmp(key, "worker-sched") == 0)
-		snprintf(buf, len, "%s", scheds[c->worker_sched]);
+	else if (strcmp(key, "sched-policy") == 0)
+		snprintf(buf, len, "%s", scheds[c->sched_policy]);
 	else if (strcmp(key, "tcp") == 0)
 		snprintf(buf, len, "%s", c->tcp);
 	else if (strcmp(key, "udp") == 0)
@@ -243,8 +243,8 @@ static const struct {
 	{ "log-level", "warn", NULL },
 	{ "log-level", "info", NULL },
 	{ "log-level", "debug", NULL },
-	{ "worker-sched", "batch", NULL },
-	{ "worker-sched", "normal", NULL },
+	{ "sched-policy", "batch", NULL },
+	{ "sched-policy", "normal", NULL },
 	{ "log-file", "/var/log/upperd.log", NULL },
 	{ "log-file", "", NULL },
 	{ "pid-file", "/run/upperd.pid", NULL },
@@ -345,8 +345,8 @@ static const struct {
 	{ "case", "", "expected unicode or ascii" },
 	{ "log-level", "warning", "expected error, warn, info or debug" },
 	{ "log-level", "INFO", "expected error, warn, info or debug" },
-	{ "worker-sched", "other", "expected batch or normal" },
-	{ "worker-sched", "", "expected batch or normal" },
+	{ "sched-policy", "other", "expected batch or normal" },
+	{ "sched-policy", "", "expected batch or normal" },
 	{ "tcp", "", "expected off, IPV4:PORT or [IPV6]:PORT" },
 	{ "tcp", "12000", "expected off, IPV4:PORT or [IPV6]:PORT" },
 	{ "tcp", "OFF", "expected off, IPV4:PORT or [IPV6]:PORT" },
@@ -831,7 +831,7 @@ test_usage(void **state)
 	static const char *const names[] = { "-c, --config", "-w, --workers",
 		"-t, --tcp", "-u, --udp", "-s, --stats", "--max-conns",
 		"--idle-timeout", "--drain-timeout", "--heartbeat-timeout",
-		"--max-requests", "--case", "--worker-sched", "--log-level", "--log-file",
+		"--max-requests", "--case", "--sched-policy", "--log-level", "--log-file",
 		"--pid-file", "--user", "-h, --help", "-V, --version",
 		"0.0.0.0:12000", "127.0.0.1:9120", "online CPUs", "10000",
 		"300", "(default: 30)", "(default: 10)", "unicode", "info",
