@@ -78,6 +78,10 @@ $(BIN)/upcase-speed: $(OUT)/tests/bench/upcase_speed.o $(OUT)/workers/upcase.o \
     | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ -lunistring
 
+# /metrics fetched at a fixed rate during (a) (make bench's scrape row).
+$(BIN)/upperd-scrape: $(OUT)/tests/bench/scrape.o | $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^
+
 $(OUT)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
@@ -109,7 +113,7 @@ system: all
 	cd tests/system && UPPERD_BIN=$(CURDIR)/$(BIN) timeout 900 \
 	    $(PYTHON) -m pytest -x -q -p no:cacheprovider $(PYTEST_ARGS) .
 
-bench: deps all $(BIN)/upcase-speed
+bench: deps all $(BIN)/upcase-speed $(BIN)/upperd-scrape
 	BIN=$(CURDIR)/$(BIN) tests/bench/run_bench.sh
 
 deps-build:

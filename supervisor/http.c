@@ -96,15 +96,26 @@ http_handler(void *cls, struct MHD_Connection *conn, const char *url,
     const char *method, const char *version, const char *upload,
     size_t *upload_len, void **req)
 {
+	static int started;
 	struct sup *s = cls;
 
 	(void)version;
 	(void)upload;
-	(void)upload_len;
-	(void)req;
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
 		return http_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
 		    "method not allowed\n");
+	/* Answer once the whole request is in: libmicrohttpd closes a
+	 * connection whose response was queued on the first call, and a
+	 * scraper's connection should stay open for the next scrape.  A body
+	 * sent with a GET is read and ignored. */
+	if (*req == NULL) {
+		*req = &started;
+		return MHD_YES;
+	}
+	if (*upload_len != 0) {
+		*upload_len = 0;
+		return MHD_YES;
+	}
 	if (strcmp(url, "/stats") == 0)
 		return http_render(conn, s, render_json, "application/json");
 	if (strcmp(url, "/metrics") == 0)

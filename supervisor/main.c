@@ -128,6 +128,7 @@ setup(struct sup *s, int argc, char **argv)
 	if (s->cfg.log_file[0] && log_open(s->cfg.log_file) == -1)
 		die(1, "cannot open log file %s: %s", s->cfg.log_file,
 		    strerror(errno));
+	sup_apply_sched(&s->cfg);
 	s->pid = getpid();
 	s->start_time = sup_epoch();
 	if ((s->tab = ctr_table_create()) == NULL)

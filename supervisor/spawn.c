@@ -6,6 +6,7 @@
  * listener always has a waiter), and SIGKILL whatever outlives its drain.
  */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -501,6 +502,32 @@ sup_reload_slot(struct sup *s, unsigned i)
 	sup_begin_replace(s, i, SNAP_RELOAD);
 }
 
+/*
+ * --sched-policy, for the supervisor and, inherited across fork, every
+ * worker it starts after this call.  A SCHED_BATCH task that wakes does
+ * not preempt the running one.  When the CPUs are all busy (more workers
+ * than cores, or clients and other work on the same machine) a client's
+ * request no longer throws a worker onto the CPU for that one request and
+ * back: the worker runs when the CPU frees or at the next tick and finds
+ * every request that arrived meanwhile, and a scrape or a supervisor tick
+ * does not cut into a worker's batch.  On idle CPUs nothing changes: a
+ * woken task runs at once.  Measured on 2 cores with 50 local clients:
+ * about 1.5x the requests per second of SCHED_OTHER and a third of its
+ * median latency (README, Performance).
+ */
+void
+sup_apply_sched(const struct cfg *c)
+{
+	struct sched_param sp = { .sched_priority = 0 };
+	int policy = c->sched_policy == CFG_SCHED_BATCH ? SCHED_BATCH :
+	    SCHED_OTHER;
+
+	if (sched_getscheduler(0) != policy &&
+	    sched_setscheduler(0, policy, &sp) == -1)
+		log_warn("sched_setscheduler %s", policy == SCHED_BATCH ?
+		    "SCHED_BATCH" : "SCHED_OTHER");
+}
+
 /* HUP: an invalid file changes nothing; a valid one replaces every worker
  * gracefully and may change their number. */
 void
@@ -527,6 +554,7 @@ sup_reload(struct sup *s)
 	}
 	s->cfg = nc;
 	log_setlevel(nc.log_level);
+	sup_apply_sched(&nc);
 	log_info("reloading: replacing workers, %u configured", nc.workers);
 	for (i = nc.workers; i < s->configured; i++)
 		sup_retire(s, i);

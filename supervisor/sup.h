@@ -82,6 +82,7 @@ void sup_start_workers(struct sup *s);
 void sup_reap(struct sup *s);
 void sup_tick(struct sup *s);
 void sup_reload(struct sup *s);
+void sup_apply_sched(const struct cfg *c);
 void sup_scale(struct sup *s, int delta);
 void sup_shutdown(struct sup *s, int immediate);
 void sup_forward(struct sup *s, int signo);

@@ -6,7 +6,6 @@
  * Connections themselves live in tcp.c, datagrams in udp.c.
  */
 #include <errno.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,26 +158,6 @@ wrk_on_tick(struct wrk *w, pid_t parent)
 		wrk_drain(w); /* orphaned despite PDEATHSIG: stop serving */
 }
 
-/*
- * SCHED_BATCH: a woken batch task does not preempt the running one.  When
- * the CPUs are all busy (more workers than cores, or clients and other
- * work on the same machine), a client's request no longer throws the
- * worker onto the CPU for that one request and back: the worker runs when
- * the CPU frees or at the next tick and finds every request that arrived
- * meanwhile.  On idle CPUs nothing changes: a woken task runs at once.
- * Measured on 2 cores with 50 local clients: 1.5x the requests per second
- * and a third of the median latency of SCHED_OTHER (README, Performance).
- */
-static void
-wrk_sched(const struct cfg *cfg)
-{
-	struct sched_param sp = { .sched_priority = 0 };
-
-	if (cfg->sched_policy == CFG_SCHED_BATCH &&
-	    sched_setscheduler(0, SCHED_BATCH, &sp) == -1)
-		log_warn("sched_setscheduler SCHED_BATCH");
-}
-
 static int
 wrk_add(int ep, int fd, uint32_t events, uint64_t tag)
 {
@@ -195,7 +174,6 @@ wrk_setup(struct wrk *w)
 	};
 	sigset_t set;
 
-	wrk_sched(w->cfg);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, SIG_IGN);  /* a terminal's ^C reaches the whole group: */
 	signal(SIGHUP, SIG_IGN);  /* only the supervisor acts on these */

@@ -31,7 +31,7 @@ else
 	BULK=1G MIXED=256M IDLE_D=10000 IDLE_MEM=50000
 fi
 
-for b in upperd upper-ref upper-bench upper; do
+for b in upperd upper-ref upper-bench upper upperd-scrape; do
 	[ -x "$BIN/$b" ] || { echo "run_bench: $BIN/$b missing" >&2; exit 1; }
 done
 
@@ -41,7 +41,7 @@ PIDS=()
 PIN=
 # Run copies: a rebuild during the run must not change what is measured.
 mkdir "$WORK/bin"
-for b in upperd upper-ref upper-bench upper; do
+for b in upperd upper-ref upper-bench upper upperd-scrape; do
 	cp "$BIN/$b" "$WORK/bin/$b" || exit 1
 done
 if [ -x "$BIN/upcase-speed" ]; then
@@ -386,7 +386,7 @@ stop_pid "$U1_PID"
 echo "scrape: (a) on upperd with and without /metrics at 100 Hz"
 for rep in $(seq "$REPS"); do
 	run_one a_noscrape upperd "$rep"
-	"$PY" "$HERE/scrape.py" 127.0.0.1 "$U2_STATS" /metrics 100 \
+	"$BIN/upperd-scrape" 127.0.0.1 "$U2_STATS" /metrics 100 \
 	    >"$WORK/scrape.out" 2>&1 &
 	SCRAPER=$!
 	PIDS+=("$SCRAPER")

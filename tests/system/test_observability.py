@@ -912,3 +912,30 @@ def test_connection_duration_histogram(daemon):
               worker=str(w["slot"])) for w in doc["workers"])
     # nothing left open
     assert doc["totals"]["tcp_connections_active"] == 0
+
+
+def test_scrapes_share_one_keepalive_connection(daemon):
+    """A scraper's HTTP/1.1 connection stays open between scrapes, as with
+    Prometheus: every endpoint answers without "Connection: close"."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.stats_port,
+                                      timeout=5)
+    try:
+        sock = None
+        for path in ("/metrics", "/stats", "/healthz", "/", "/metrics"):
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == 200, (path, resp.status)
+            assert body, path
+            assert not resp.will_close, (path, resp.getheaders())
+            if sock is None:
+                sock = conn.sock
+            assert conn.sock is sock, path  # not reopened
+        # a request with a body is read past, and the connection kept
+        conn.request("GET", "/healthz", body=b"x" * 100)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read()
+        assert conn.sock is sock
+    finally:
+        conn.close()

@@ -375,8 +375,26 @@ def test_sched_policy(upperd, opt, want):
     pids = d.worker_pids()
     assert len(pids) == 2
     assert [sched_policy(p) for p in pids] == [want, want]
-    # only the workers: the supervisor keeps the policy it was started with
-    assert sched_policy(d.pid) == sched_policy(os.getpid())
+    assert sched_policy(d.pid) == want
     msg = b"scheduled\n"
     assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+    assert d.stop(signal.SIGTERM, 10) == 0
+
+
+def test_sched_policy_reload(upperd, tmp_path):
+    """HUP applies a changed policy to the supervisor and the new workers."""
+    conf = tmp_path / "upperd.conf"
+    conf.write_text("sched-policy = normal\n")
+    d = upperd(config=str(conf))
+    old = d.worker_pids()
+    assert [sched_policy(p) for p in old + [d.pid]] == [SCHED_OTHER] * 3
+    conf.write_text("sched-policy = batch\n")
+    os.kill(d.pid, signal.SIGHUP)
+
+    def replaced():
+        pids = d.worker_pids()
+        return pids if len(pids) == 2 and not set(pids) & set(old) else None
+
+    new = wait_until(replaced, 15, msg="workers replaced after HUP")
+    assert [sched_policy(p) for p in new + [d.pid]] == [SCHED_BATCH] * 3
     assert d.stop(signal.SIGTERM, 10) == 0
