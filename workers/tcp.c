@@ -157,7 +157,7 @@ tcp_write(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t len)
 	ssize_t n;
 
 	while (off < len) {
-		n = write(c->fd, buf + off, len - off);
+		n = send(c->fd, buf + off, len - off, MSG_NOSIGNAL);
 		if (n > 0)
 			off += (size_t)n;
 		else if (n == -1 && errno == EINTR)
@@ -235,7 +235,7 @@ tcp_read_once(struct wrk *w, struct wconn *c)
 	ssize_t n;
 	size_t out;
 
-	n = read(c->fd, w->inbuf, WRK_INBUF);
+	n = recv(c->fd, w->inbuf, WRK_INBUF, 0);
 	if (n > 0) {
 		ctr_add(w->cell, CTR_tcp_bytes_received, (uint64_t)n);
 		ctr_add(w->cell, CTR_tcp_lines_received,
