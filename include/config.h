@@ -20,9 +20,10 @@
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO,
 	LOG_LEVEL_DEBUG };
 
-/* Workers' scheduling policy: SCHED_BATCH (no wakeup preemption) or the
- * default SCHED_OTHER. */
-enum cfg_sched { CFG_SCHED_BATCH, CFG_SCHED_NORMAL };
+/* Scheduling policy: auto (workers SCHED_BATCH while they have several
+ * clients' work to batch, else SCHED_OTHER), batch (always SCHED_BATCH:
+ * no wakeup preemption) or normal (SCHED_OTHER). */
+enum cfg_sched { CFG_SCHED_AUTO, CFG_SCHED_BATCH, CFG_SCHED_NORMAL };
 
 struct cfg {
 	char config[CFG_PATH_MAX];   /* "" = none */

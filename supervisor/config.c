@@ -97,7 +97,8 @@ static const char *const cfg_case_names[] = {
 	[UPC_UNICODE] = "unicode", [UPC_ASCII] = "ascii",
 };
 static const char *const cfg_sched_names[] = {
-	[CFG_SCHED_BATCH] = "batch", [CFG_SCHED_NORMAL] = "normal",
+	[CFG_SCHED_AUTO] = "auto", [CFG_SCHED_BATCH] = "batch",
+	[CFG_SCHED_NORMAL] = "normal",
 };
 static const char *const cfg_level_names[] = {
 	[LOG_LEVEL_ERROR] = "error", [LOG_LEVEL_WARN] = "warn",
@@ -144,12 +145,14 @@ const char cfg_usage[] =
     "      --case MODE            unicode: full Unicode uppercase of valid "
     "UTF-8;\n"
     "                             ascii: only a-z (default: unicode)\n"
-    "      --sched-policy POLICY  batch: SCHED_BATCH, woken processes do "
+    "      --sched-policy POLICY  batch: SCHED_BATCH, a woken process does "
     "not\n"
-    "                             preempt, so a busy CPU hands workers whole"
+    "                             preempt, so a busy CPU hands workers "
+    "batches;\n"
+    "                             normal: SCHED_OTHER; auto: workers batch "
+    "while\n"
+    "                             they serve several clients (default: auto)"
     "\n"
-    "                             batches;"
-    " normal: SCHED_OTHER (default: batch)\n"
 
     "      --log-level LEVEL      error, warn, info or debug (default: info)\n"
     "      --log-file FILE        append logs to FILE, reopened on SIGUSR1;\n"
@@ -195,7 +198,7 @@ cfg_defaults(struct cfg *c)
 	c->heartbeat_timeout = 10;
 	c->max_requests = 0;
 	c->case_mode = UPC_UNICODE;
-	c->sched_policy = CFG_SCHED_BATCH;
+	c->sched_policy = CFG_SCHED_AUTO;
 	c->log_level = LOG_LEVEL_INFO;
 }
 

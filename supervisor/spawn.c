@@ -503,24 +503,17 @@ sup_reload_slot(struct sup *s, unsigned i)
 }
 
 /*
- * --sched-policy, for the supervisor and, inherited across fork, every
- * worker it starts after this call.  A SCHED_BATCH task that wakes does
- * not preempt the running one.  When the CPUs are all busy (more workers
- * than cores, or clients and other work on the same machine) a client's
- * request no longer throws a worker onto the CPU for that one request and
- * back: the worker runs when the CPU frees or at the next tick and finds
- * every request that arrived meanwhile, and a scrape or a supervisor tick
- * does not cut into a worker's batch.  On idle CPUs nothing changes: a
- * woken task runs at once.  Measured on 2 cores with 50 local clients:
- * about 1.5x the requests per second of SCHED_OTHER and a third of its
- * median latency (README, Performance).
+ * --sched-policy for the supervisor: SCHED_BATCH unless "normal", so a
+ * scrape or a supervisor tick does not cut into a worker's batch (its own
+ * latency does not matter to anyone).  Workers inherit it across fork and
+ * then set their own (worker.c, wrk_sched).
  */
 void
 sup_apply_sched(const struct cfg *c)
 {
 	struct sched_param sp = { .sched_priority = 0 };
-	int policy = c->sched_policy == CFG_SCHED_BATCH ? SCHED_BATCH :
-	    SCHED_OTHER;
+	int policy = c->sched_policy == CFG_SCHED_NORMAL ? SCHED_OTHER :
+	    SCHED_BATCH;
 
 	if (sched_getscheduler(0) != policy &&
 	    sched_setscheduler(0, policy, &sp) == -1)

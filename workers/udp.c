@@ -141,6 +141,8 @@ udp_event(struct wrk *w)
 			return;
 		}
 		w->cell->activity_ns = w->now_ns;
+		if (n > 1)
+			w->tick_work++; /* datagrams queued up meanwhile */
 		k = udp_transform(w, u, n);
 		udp_send(w, u, k);
 		if (n < UDP_BATCH)

@@ -58,6 +58,9 @@ struct wrk {
 	uint64_t drain_deadline_ns;
 	uint64_t now_ns;        /* CLOCK_MONOTONIC, refreshed every wakeup */
 	uint64_t recycle_at;    /* served count that triggers recycling */
+	uint64_t tick_ns;       /* when the last tick ran */
+	unsigned tick_work;     /* clients' work found since then (wrk_sched) */
+	int batch;              /* running as SCHED_BATCH */
 	unsigned nconns;
 	struct wconn_list lru;
 	struct wconn *free_conns;

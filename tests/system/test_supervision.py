@@ -367,17 +367,59 @@ def sched_policy(pid):
     return int(fields[38])
 
 
-@pytest.mark.parametrize("opt,want", [(None, SCHED_BATCH),
-                                      ("batch", SCHED_BATCH),
-                                      ("normal", SCHED_OTHER)])
-def test_sched_policy(upperd, opt, want):
+@pytest.mark.parametrize("opt,sup,wrk", [
+    (None, SCHED_BATCH, SCHED_OTHER),      # auto: idle workers do not batch
+    ("auto", SCHED_BATCH, SCHED_OTHER),
+    ("batch", SCHED_BATCH, SCHED_BATCH),
+    ("normal", SCHED_OTHER, SCHED_OTHER)])
+def test_sched_policy(upperd, opt, sup, wrk):
     d = upperd(sched_policy=opt)
     pids = d.worker_pids()
     assert len(pids) == 2
-    assert [sched_policy(p) for p in pids] == [want, want]
-    assert sched_policy(d.pid) == want
+    assert [sched_policy(p) for p in pids] == [wrk, wrk]
+    assert sched_policy(d.pid) == sup
     msg = b"scheduled\n"
     assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+    assert d.stop(signal.SIGTERM, 10) == 0
+
+
+def test_sched_policy_auto_follows_load(upperd):
+    """auto: workers switch to SCHED_BATCH while many clients keep them
+    busy, and back to SCHED_OTHER once the clients go quiet."""
+    import threading
+    d = upperd()
+    pids = d.worker_pids()
+    stop = threading.Event()
+    errors = []
+
+    def client(i):
+        try:
+            with tcp_connect(d.tcp_port) as s:
+                n = 0
+                while not stop.is_set():
+                    msg = b"busy %d %d\n" % (i, n)
+                    s.sendall(msg)
+                    if recv_exactly(s, len(msg)) != msg.upper():
+                        errors.append(i)
+                        return
+                    n += 1
+                    time.sleep(0.005)
+        except OSError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: all(sched_policy(p) == SCHED_BATCH for p in pids),
+                   10, msg="workers batch under load")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not errors, errors
+    wait_until(lambda: all(sched_policy(p) == SCHED_OTHER for p in pids),
+               10, msg="workers back to SCHED_OTHER when quiet")
     assert d.stop(signal.SIGTERM, 10) == 0
 
 

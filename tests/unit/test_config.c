@@ -143,7 +143,7 @@ test_defaults(void **state)
 	assert_int_equal(c.max_requests, 0);
 	assert_int_equal(c.case_mode, UPC_UNICODE);
 	assert_int_equal(c.log_level, LOG_LEVEL_INFO);
-	assert_int_equal(c.sched_policy, CFG_SCHED_BATCH);
+	assert_int_equal(c.sched_policy, CFG_SCHED_AUTO);
 	assert_string_equal(c.log_file, "");
 	assert_string_equal(c.pid_file, "");
 	assert_string_equal(c.user, "");
@@ -171,7 +171,7 @@ field_text(const struct cfg *c, const char *key, char *buf, size_t len)
 	static const char *const cases[] = { "unicode", "ascii" };
 	static const char *const levels[] = { "error", "warn", "info",
 		"debug" };
-	static const char *const scheds[] = { "batch", "normal" };
+	static const char *const scheds[] = { "auto", "batch", "normal" };
 
 	if (strcmp(key, "workers") == 0)
 		snprintf(buf, len, "%u", c->workers);
@@ -243,6 +243,7 @@ static const struct {
 	{ "log-level", "warn", NULL },
 	{ "log-level", "info", NULL },
 	{ "log-level", "debug", NULL },
+	{ "sched-policy", "auto", NULL },
 	{ "sched-policy", "batch", NULL },
 	{ "sched-policy", "normal", NULL },
 	{ "log-file", "/var/log/upperd.log", NULL },
@@ -345,8 +346,8 @@ static const struct {
 	{ "case", "", "expected unicode or ascii" },
 	{ "log-level", "warning", "expected error, warn, info or debug" },
 	{ "log-level", "INFO", "expected error, warn, info or debug" },
-	{ "sched-policy", "other", "expected batch or normal" },
-	{ "sched-policy", "", "expected batch or normal" },
+	{ "sched-policy", "other", "expected auto, batch or normal" },
+	{ "sched-policy", "", "expected auto, batch or normal" },
 	{ "tcp", "", "expected off, IPV4:PORT or [IPV6]:PORT" },
 	{ "tcp", "12000", "expected off, IPV4:PORT or [IPV6]:PORT" },
 	{ "tcp", "OFF", "expected off, IPV4:PORT or [IPV6]:PORT" },
@@ -835,7 +836,7 @@ test_usage(void **state)
 		"--pid-file", "--user", "-h, --help", "-V, --version",
 		"0.0.0.0:12000", "127.0.0.1:9120", "online CPUs", "10000",
 		"300", "(default: 30)", "(default: 10)", "unicode", "info",
-		"(default: batch)" };
+		"(default: auto)" };
 	const char *p = cfg_usage, *nl;
 	size_t i;
 
