@@ -15,8 +15,8 @@ SCENARIOS = [
     # key, label, throughput unit, targets
     ("a", "(a) 50 conns depth 1", "req/s", {"tput": 1.0, "p99": 1.1}),
     ("b", "(b) 50 conns depth 16", "req/s", {"tput": 1.0}),
-    ("c", "(c) 1 conn, own CPUs", "req/s", {"p50": 1.05}),
-    ("c1", "(c) 1 conn, one shared CPU", "req/s", {}),
+    ("c", "(c) 1 conn, 1 shared CPU", "req/s", {"p50": 1.05}),
+    ("c2", "(c) 1 conn, own CPUs", "req/s", {}),
     ("d", "(d) idle + 50 active", "req/s", {"tput": 1.0}),
     ("e", "(e) UDP 4 sockets depth 32", "dgram/s", {"tput": 1.0}),
     ("f", "(f) bulk ASCII, 1 conn", "MB/s", {"tput": 0.95}),
