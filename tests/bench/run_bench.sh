@@ -417,30 +417,40 @@ start_upperd UI 2
 echo "idle memory: $IDLE_MEM idle connections on a fresh upperd"
 run_one idle_without upperd_idle 1
 read -r rss0 anon0 <<<"$(workers_rss "$UI_PID")"
-# Measured once every idle connection is accepted, before the work starts.
+# Measured once every idle connection is accepted, before the work starts
+# (memory on the first round only: later rounds reuse what it allocated).
+HELD= rss1= anon1=
 measure_idle() {
 	local i
 	for i in $(seq 100); do
 		[ "$(active_conns "$UI_STATS")" -ge $((IDLE_MEM + 50)) ] && break
 		sleep 0.1
 	done
-	HELD=$(active_conns "$UI_STATS")
-	read -r rss1 anon1 <<<"$(workers_rss "$UI_PID")"
+	if [ -z "$HELD" ]; then
+		HELD=$(active_conns "$UI_STATS")
+		read -r rss1 anon1 <<<"$(workers_rss "$UI_PID")"
+	fi
 	mark_cpu
 }
 procs=$(( IDLE_MEM / (FDMAX - 200) + 2 ))
-SRV_PID=$UI_PID
-ON_SETTLED=measure_idle
-# shellcheck disable=SC2046
-bench_held "$UI_PORT" $(scenario_args a) --mode idle --idle "$IDLE_MEM" \
-    --procs "$procs" --warmup "$WARM" --duration "$DUR"
-CPU1=$(tree_cpu "$UI_PID")
-json=$(grep '^{' "$WORK/run.out" || echo null)
-echo "{\"kind\":\"run\",\"scenario\":\"idle_with\",\"server\":\"upperd_idle\"," \
-    "\"rep\":1,\"cpu_s\":$(awk "BEGIN{print $CPU1 - $CPU0}"),\"rc\":$RC," \
-    "\"setup_s\":$SETUP_S,\"bench\":$json}" >>"$REC"
-printf '  %-12s %-11s rep 1: setup %5.2fs %s\n' idle_with upperd_idle \
-    "$SETUP_S" "$(head -1 "$WORK/run.out" | cut -c1-90)"
+for rep in $(seq "$REPS"); do
+	[ "$rep" -gt 1 ] && run_one idle_without upperd_idle "$rep"
+	SRV_PID=$UI_PID
+	ON_SETTLED=measure_idle
+	# shellcheck disable=SC2046
+	bench_held "$UI_PORT" $(scenario_args a) --mode idle \
+	    --idle "$IDLE_MEM" --procs "$procs" --warmup "$WARM" \
+	    --duration "$DUR"
+	CPU1=$(tree_cpu "$UI_PID")
+	json=$(grep '^{' "$WORK/run.out" || echo null)
+	echo "{\"kind\":\"run\",\"scenario\":\"idle_with\"," \
+	    "\"server\":\"upperd_idle\",\"rep\":$rep," \
+	    "\"cpu_s\":$(awk "BEGIN{print $CPU1 - $CPU0}"),\"rc\":$RC," \
+	    "\"setup_s\":$SETUP_S,\"bench\":$json}" >>"$REC"
+	printf '  %-12s %-11s rep %d: setup %5.2fs %s\n' idle_with \
+	    upperd_idle "$rep" "$SETUP_S" \
+	    "$(head -1 "$WORK/run.out" | cut -c1-90)"
+done
 echo "{\"kind\":\"idle_mem\",\"target\":$IDLE_MEM,\"asked\":$IDLE_ASKED," \
     "\"fd_limit\":$FDMAX,\"held\":$HELD," \
     "\"rss_before_kb\":$rss0,\"rss_after_kb\":$rss1," \
