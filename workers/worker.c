@@ -157,7 +157,9 @@ wrk_set_batch(struct wrk *w, int batch)
 
 	if (sched_setscheduler(0, batch ? SCHED_BATCH : SCHED_OTHER,
 	    &sp) == -1) {
-		log_warn("sched_setscheduler");
+		/* once: a sandbox that forbids it forbids it every tick */
+		log_warn("sched_setscheduler, keeping the current policy");
+		w->sched_fixed = 1;
 		return;
 	}
 	w->batch = batch;
@@ -189,7 +191,7 @@ wrk_sched(struct wrk *w)
 	else if (p == CFG_SCHED_AUTO && w->tick_work <= WRK_SCHED_IDLE)
 		want = 0;
 	w->tick_work = 0;
-	if (want != w->batch)
+	if (want != w->batch && !w->sched_fixed)
 		wrk_set_batch(w, want);
 }
 

@@ -61,6 +61,7 @@ struct wrk {
 	uint64_t tick_ns;       /* when the last tick ran */
 	unsigned tick_work;     /* clients' work found since then (wrk_sched) */
 	int batch;              /* running as SCHED_BATCH */
+	int sched_fixed;        /* the policy could not be changed: stop trying */
 	unsigned nconns;
 	struct wconn_list lru;
 	struct wconn *free_conns;
