@@ -256,8 +256,10 @@ tcp_read_once(struct wrk *w, struct wconn *c)
 
 	n = recv(c->fd, w->inbuf, WRK_INBUF, 0);
 	if (n > 0) {
-		if (c->last_rx_ns < w->tick_ns)
+		if (c->work_tick != (uint8_t)w->tick_seq) {
+			c->work_tick = (uint8_t)w->tick_seq;
 			w->tick_work++; /* one more client busy this tick */
+		}
 		ctr_add(w->cell, CTR_tcp_bytes_received, (uint64_t)n);
 		ctr_add(w->cell, CTR_tcp_lines_received,
 		    count_newlines(w->inbuf, (size_t)n));

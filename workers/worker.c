@@ -201,7 +201,7 @@ wrk_on_tick(struct wrk *w, pid_t parent)
 	uint64_t n;
 
 	(void)!read(w->tick_fd, &n, sizeof(n));
-	w->tick_ns = w->now_ns;
+	w->tick_seq++;
 	wrk_sched(w);
 	__atomic_store_n(&w->cell->heartbeat_ns, w->now_ns, __ATOMIC_RELAXED);
 	ctr_set(&w->cell->recent, ctr_get(&w->cell->recent) / 2);

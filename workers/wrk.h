@@ -34,6 +34,7 @@ struct wconn {
 	uint32_t events;        /* the current epoll interest */
 	struct upc_stream st;   /* carries a split UTF-8 character */
 	uint8_t eof;            /* the client shut down its sending side */
+	uint8_t work_tick;      /* low byte of the tick it last counted in */
 	uint8_t *pend;          /* unsent output, NULL when none */
 	uint32_t pend_len;
 	uint32_t pend_off;
@@ -58,8 +59,8 @@ struct wrk {
 	uint64_t drain_deadline_ns;
 	uint64_t now_ns;        /* CLOCK_MONOTONIC, refreshed every wakeup */
 	uint64_t recycle_at;    /* served count that triggers recycling */
-	uint64_t tick_ns;       /* when the last tick ran */
-	unsigned tick_work;     /* clients' work found since then (wrk_sched) */
+	unsigned tick_seq;      /* ticks so far */
+	unsigned tick_work;     /* clients' work found this tick (wrk_sched) */
 	int batch;              /* running as SCHED_BATCH */
 	int sched_fixed;        /* the policy could not be changed: stop trying */
 	unsigned nconns;

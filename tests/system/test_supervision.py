@@ -413,6 +413,10 @@ def test_sched_policy_auto_follows_load(upperd):
     try:
         wait_until(lambda: all(sched_policy(p) == SCHED_BATCH for p in pids),
                    10, msg="workers batch under load")
+        # and stay so while the load lasts (six ticks)
+        for _ in range(30):
+            assert [sched_policy(p) for p in pids] == [SCHED_BATCH] * 2
+            time.sleep(0.05)
     finally:
         stop.set()
         for t in threads:
