@@ -172,8 +172,8 @@ wrk_set_batch(struct wrk *w, int batch)
  * throws the worker onto the CPU for that one request and back: the
  * worker runs when the CPU frees or at the next scheduler tick and finds
  * every request that arrived meanwhile.  Measured on 2 cores with 50
- * local clients: 1.5x the requests per second of SCHED_OTHER and a third
- * of its median latency.  It only pays when there is work to collect:
+ * local clients: 1.5x the requests per second of SCHED_OTHER and under
+ * half its median latency.  It only pays when there is work to collect:
  * a worker serving one client waits for the CPU and finds one request
  * (1 us more per round trip on a shared CPU).  So under "auto" a worker
  * batches while several clients keep it busy and goes back to SCHED_OTHER
@@ -324,9 +324,9 @@ wrk_main(const struct wrk_args *a)
 		w.recycle_at = a->cfg->max_requests + (uint64_t)random() %
 		    (a->cfg->max_requests / 10 + 1);
 	}
-	/* inherited from the supervisor: batch unless "normal" */
-	w.batch = a->cfg->sched_policy != CFG_SCHED_NORMAL;
-	if (a->cfg->sched_policy == CFG_SCHED_AUTO)
+	/* the policy is inherited from the supervisor (sup_apply_sched) */
+	w.batch = sched_getscheduler(0) == SCHED_BATCH;
+	if (a->cfg->sched_policy == CFG_SCHED_AUTO && w.batch)
 		wrk_set_batch(&w, 0);
 	if (wrk_setup(&w) == -1) {
 		log_warn("worker setup");
