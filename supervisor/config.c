@@ -153,7 +153,6 @@ const char cfg_usage[] =
     "while\n"
     "                             they serve several clients (default: auto)"
     "\n"
-
     "      --log-level LEVEL      error, warn, info or debug (default: info)\n"
     "      --log-file FILE        append logs to FILE, reopened on SIGUSR1;\n"
     "                             empty = standard error (default: standard "
@@ -375,13 +374,39 @@ cfg_choice(const char *v, const char *const *names, size_t n, char *why,
 	return -1;
 }
 
+/* The words of each choice kind, in the order of its enum. */
+static const struct {
+	const char *const *names;
+	size_t n;
+} cfg_words[] = {
+	[CFG_KIND_CASE] = { cfg_case_names, CFG_NELEM(cfg_case_names) },
+	[CFG_KIND_LEVEL] = { cfg_level_names, CFG_NELEM(cfg_level_names) },
+	[CFG_KIND_SCHED] = { cfg_sched_names, CFG_NELEM(cfg_sched_names) },
+};
+
+/* The enum fields are stored through their offset as an int index. */
+_Static_assert(sizeof(enum upc_mode) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum log_level) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum cfg_sched) == sizeof(int), "enum size");
+
+static int
+cfg_apply_choice(struct cfg *c, const struct cfg_opt *o, const char *v,
+    char *why, size_t whylen)
+{
+	int i = cfg_choice(v, cfg_words[o->kind].names, cfg_words[o->kind].n,
+	    why, whylen);
+
+	if (i < 0)
+		return -1;
+	memcpy((char *)c + o->off, &i, sizeof(i));
+	return 0;
+}
+
 /* Validate v for o and store it in c; -1 with the expectation in why. */
 static int
 cfg_apply(struct cfg *c, const struct cfg_opt *o, const char *v, char *why,
     size_t whylen)
 {
-	int i;
-
 	switch (o->kind) {
 	case CFG_KIND_UINT:
 	case CFG_KIND_ULONG:
@@ -393,23 +418,9 @@ cfg_apply(struct cfg *c, const struct cfg_opt *o, const char *v, char *why,
 	case CFG_KIND_STR:
 		return cfg_apply_str(c, o, v, why, whylen);
 	case CFG_KIND_CASE:
-		i = cfg_choice(v, cfg_case_names,
-		    CFG_NELEM(cfg_case_names), why, whylen);
-		if (i >= 0)
-			c->case_mode = (enum upc_mode)i;
-		return i < 0 ? -1 : 0;
 	case CFG_KIND_LEVEL:
-		i = cfg_choice(v, cfg_level_names,
-		    CFG_NELEM(cfg_level_names), why, whylen);
-		if (i >= 0)
-			c->log_level = (enum log_level)i;
-		return i < 0 ? -1 : 0;
 	case CFG_KIND_SCHED:
-		i = cfg_choice(v, cfg_sched_names,
-		    CFG_NELEM(cfg_sched_names), why, whylen);
-		if (i >= 0)
-			c->sched_policy = (enum cfg_sched)i;
-		return i < 0 ? -1 : 0;
+		return cfg_apply_choice(c, o, v, why, whylen);
 	}
 	return -1;
 }
