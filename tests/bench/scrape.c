@@ -22,8 +22,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "counters.h"
 
 #define SCR_BUF (1 << 20)
 
@@ -36,13 +37,11 @@ scr_on_term(int sig)
 	scr_stop = 1;
 }
 
+/* Seconds on the monotonic clock, from the one clock helper. */
 static double
 scr_now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double)ctr_clock_ns() / 1e9;
 }
 
 static int
