@@ -45,7 +45,7 @@ gate_drop(struct sup *s, struct gate_conn *g, const char *reply,
 {
 	if (reply != NULL)
 		(void)!send(g->fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-	epoll_ctl(s->ep, EPOLL_CTL_DEL, g->fd, NULL);
+	epoll_ctl(s->ev.ep, EPOLL_CTL_DEL, g->fd, NULL);
 	close(g->fd);
 	g->fd = -1;
 }
@@ -103,7 +103,7 @@ gate_accept(struct sup *s)
 			.deadline_ns = ctr_clock_ns() + GATE_TIMEOUT_S *
 			    1000000000ULL };
 		ev.data.ptr = g;
-		if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
+		if (epoll_ctl(s->ev.ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
 			close(fd);
 			g->fd = -1;
 		}
@@ -134,7 +134,7 @@ gate_event(struct sup *s, void *ptr)
 		gate_drop(s, g, gate_414, sizeof(gate_414) - 1);
 		return;
 	}
-	epoll_ctl(s->ep, EPOLL_CTL_DEL, g->fd, NULL);
+	epoll_ctl(s->ev.ep, EPOLL_CTL_DEL, g->fd, NULL);
 	if (MHD_add_connection(s->mhd, g->fd, (struct sockaddr *)&g->addr,
 	    g->addrlen) == MHD_NO)
 		log_debug("http: connection not taken by the server");

@@ -11,17 +11,15 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
-#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "evsrc.h"
 #include "log.h"
 #include "sup.h"
 
 #define SUP_TICK_NS 100000000L
-#define SUP_EV_SIGNAL 1
-#define SUP_EV_TICK 2
-#define SUP_EV_HTTP 3
+#define SUP_EV_HTTP 3 /* after evsrc.h's two */
 #define SUP_EV_STATS 4
 
 double
@@ -33,22 +31,13 @@ sup_epoch(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int
-sup_watch(int ep, int fd, uint64_t tag)
+/* Must run before the first fork so children start from a known mask. */
+void
+sup_signals_init(struct sup *s)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
-
-	return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-}
-
-static void
-sup_open_fds(struct sup *s)
-{
-	struct itimerspec its = {
-		.it_interval = { 0, SUP_TICK_NS }, .it_value = { 0, SUP_TICK_NS }
-	};
 	sigset_t set;
 
+	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
 	sigaddset(&set, SIGTERM);
@@ -58,26 +47,8 @@ sup_open_fds(struct sup *s)
 	sigaddset(&set, SIGTTIN);
 	sigaddset(&set, SIGTTOU);
 	sigaddset(&set, SIGUSR1);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) == -1)
-		fatal("sigprocmask");
-	if ((s->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) == -1)
-		fatal("signalfd");
-	s->tick_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (s->tick_fd == -1 || timerfd_settime(s->tick_fd, 0, &its, NULL) == -1)
-		fatal("timerfd");
-	if ((s->ep = epoll_create1(EPOLL_CLOEXEC)) == -1)
-		fatal("epoll_create1");
-	if (sup_watch(s->ep, s->sig_fd, SUP_EV_SIGNAL) == -1 ||
-	    sup_watch(s->ep, s->tick_fd, SUP_EV_TICK) == -1)
-		fatal("epoll_ctl");
-}
-
-/* Must run before the first fork so children start from a known mask. */
-void
-sup_signals_init(struct sup *s)
-{
-	signal(SIGPIPE, SIG_IGN);
-	sup_open_fds(s);
+	if (evsrc_open(&s->ev, &set, SUP_TICK_NS) == -1)
+		fatal("signalfd, timerfd and epoll for the event loop");
 }
 
 static void
@@ -126,7 +97,7 @@ sup_read_signals(struct sup *s)
 {
 	struct signalfd_siginfo si;
 
-	while (read(s->sig_fd, &si, sizeof(si)) == sizeof(si))
+	while (read(s->ev.sig_fd, &si, sizeof(si)) == sizeof(si))
 		sup_on_signal(s, (int)si.ssi_signo);
 }
 
@@ -135,7 +106,7 @@ sup_read_tick(struct sup *s)
 {
 	uint64_t n;
 
-	if (read(s->tick_fd, &n, sizeof(n)) != sizeof(n))
+	if (read(s->ev.tick_fd, &n, sizeof(n)) != sizeof(n))
 		return;
 	sup_tick(s);
 	if (s->mhd != NULL)
@@ -150,17 +121,17 @@ sup_loop(struct sup *s)
 	struct epoll_event ev[16];
 	int i, n;
 
-	if (s->mhd != NULL && (sup_watch(s->ep, sup_http_fd(s), SUP_EV_HTTP) ||
-	    sup_watch(s->ep, s->stats_fd, SUP_EV_STATS)))
+	if (s->mhd != NULL && (evsrc_watch(s->ev.ep, sup_http_fd(s), SUP_EV_HTTP) ||
+	    evsrc_watch(s->ev.ep, s->stats_fd, SUP_EV_STATS)))
 		fatal("epoll_ctl http");
 	while (s->mode == SUP_RUNNING || sup_live_procs(s) > 0) {
-		n = epoll_wait(s->ep, ev, 16, sup_http_timeout_ms(s));
+		n = epoll_wait(s->ev.ep, ev, 16, sup_http_timeout_ms(s));
 		if (n == -1 && errno != EINTR)
 			fatal("epoll_wait");
 		for (i = 0; i < n; i++) {
-			if (ev[i].data.u64 == SUP_EV_SIGNAL)
+			if (ev[i].data.u64 == EVSRC_SIGNAL)
 				sup_read_signals(s);
-			else if (ev[i].data.u64 == SUP_EV_TICK)
+			else if (ev[i].data.u64 == EVSRC_TICK)
 				sup_read_tick(s);
 			else if (ev[i].data.u64 == SUP_EV_STATS)
 				gate_accept(s);

@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "counters.h"
+#include "evsrc.h"
 #include "snapshot.h"
 
 /* Why the supervisor told a process to stop (none: it died on its own). */
@@ -61,7 +62,7 @@ struct sup {
 	double start_time;      /* epoch */
 	struct ctr_table *tab;
 	int tcp_fd, udp_fd, stats_fd;
-	int ep, sig_fd, tick_fd;
+	struct evsrc ev;
 	struct MHD_Daemon *mhd;
 	enum sup_mode mode;
 	int announced;          /* the "ready" line was logged */

@@ -82,7 +82,7 @@ conn_interest(struct wrk *w, struct wconn *c, uint32_t events)
 	if (c->events == events)
 		return 0;
 	c->events = events;
-	return epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &ev);
+	return epoll_ctl(w->ev.ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
 static void
@@ -100,7 +100,7 @@ tcp_add(struct wrk *w, int fd)
 	c->events = EPOLLIN;
 	c->accepted_ns = c->last_rx_ns = w->now_ns;
 	ev.data.ptr = c;
-	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
+	if (epoll_ctl(w->ev.ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
 		log_warn("epoll_ctl add connection");
 		close(fd);
 		c->next = w->free_conns;

@@ -13,10 +13,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
-#include <sys/timerfd.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "evsrc.h"
 #include "log.h"
 #include "worker.h"
 #include "wrk.h"
@@ -85,7 +84,7 @@ wrk_listen(struct wrk *w, int on)
 
 	if (w->lfd == -1 || w->listening == on)
 		return;
-	if (epoll_ctl(w->ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->lfd,
+	if (epoll_ctl(w->ev.ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->lfd,
 	    &ev) == -1) {
 		log_warn("epoll_ctl listener");
 		return;
@@ -108,7 +107,7 @@ wrk_served(struct wrk *w, uint64_t n)
 		return;
 	w->recycling = 1;
 	wrk_listen(w, 0);
-	if (w->ufd != -1 && epoll_ctl(w->ep, EPOLL_CTL_DEL, w->ufd, NULL) == -1)
+	if (w->ufd != -1 && epoll_ctl(w->ev.ep, EPOLL_CTL_DEL, w->ufd, NULL) == -1)
 		log_warn("epoll_ctl udp");
 	__atomic_store_n(&w->cell->recycle, 1, __ATOMIC_RELAXED);
 }
@@ -138,7 +137,7 @@ wrk_on_signal(struct wrk *w)
 {
 	struct signalfd_siginfo si;
 
-	while (read(w->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+	while (read(w->ev.sig_fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGQUIT)
 			return -1;
 		if (si.ssi_signo == SIGTERM)
@@ -200,7 +199,7 @@ wrk_on_tick(struct wrk *w, pid_t parent)
 {
 	uint64_t n;
 
-	(void)!read(w->tick_fd, &n, sizeof(n));
+	(void)!read(w->ev.tick_fd, &n, sizeof(n));
 	w->tick_seq++;
 	wrk_sched(w);
 	__atomic_store_n(&w->cell->heartbeat_ns, w->now_ns, __ATOMIC_RELAXED);
@@ -212,19 +211,10 @@ wrk_on_tick(struct wrk *w, pid_t parent)
 }
 
 static int
-wrk_add(int ep, int fd, uint32_t events, uint64_t tag)
-{
-	struct epoll_event ev = { .events = events, .data.u64 = tag };
-
-	return fd == -1 ? 0 : epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-}
-
-static int
 wrk_setup(struct wrk *w)
 {
-	struct itimerspec its = {
-		.it_interval = { 0, WRK_TICK_NS }, .it_value = { 0, WRK_TICK_NS }
-	};
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE,
+		.data.u64 = WRK_EV_UDP };
 	sigset_t set;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -236,16 +226,8 @@ wrk_setup(struct wrk *w)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGQUIT);
 	sigaddset(&set, SIGUSR1);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) == -1 ||
-	    (w->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) == -1 ||
-	    (w->tick_fd = timerfd_create(CLOCK_MONOTONIC,
-	    TFD_NONBLOCK | TFD_CLOEXEC)) == -1 ||
-	    timerfd_settime(w->tick_fd, 0, &its, NULL) == -1 ||
-	    (w->ep = epoll_create1(EPOLL_CLOEXEC)) == -1)
-		return -1;
-	if (wrk_add(w->ep, w->sig_fd, EPOLLIN, WRK_EV_SIGNAL) == -1 ||
-	    wrk_add(w->ep, w->tick_fd, EPOLLIN, WRK_EV_TICK) == -1 ||
-	    wrk_add(w->ep, w->ufd, EPOLLIN | EPOLLEXCLUSIVE, WRK_EV_UDP) == -1)
+	if (evsrc_open(&w->ev, &set, WRK_TICK_NS) == -1 || (w->ufd != -1 &&
+	    epoll_ctl(w->ev.ep, EPOLL_CTL_ADD, w->ufd, &ev) == -1))
 		return -1;
 	w->inbuf = malloc(WRK_INBUF);
 	w->outbuf = malloc(WRK_OUTBUF);
@@ -267,11 +249,11 @@ wrk_dispatch(struct wrk *w, const struct epoll_event *ev, pid_t parent,
 	case WRK_EV_UDP:
 		udp_event(w);
 		break;
-	case WRK_EV_SIGNAL:
+	case EVSRC_SIGNAL:
 		if (wrk_on_signal(w) == -1)
 			*quit = 1;
 		break;
-	case WRK_EV_TICK:
+	case EVSRC_TICK:
 		wrk_on_tick(w, parent);
 		break;
 	default:
@@ -286,7 +268,7 @@ wrk_loop(struct wrk *w, pid_t parent)
 	int i, n, quit = 0;
 
 	while (!quit) {
-		n = epoll_wait(w->ep, ev, WRK_MAX_EVENTS, w->listening ||
+		n = epoll_wait(w->ev.ep, ev, WRK_MAX_EVENTS, w->listening ||
 		    w->lfd == -1 || w->recycling ? -1 : WRK_RELISTEN_MS);
 		if (n == -1 && errno != EINTR) {
 			log_warn("epoll_wait");

@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "counters.h"
+#include "evsrc.h"
 #include "upcase.h"
 
 /* Read size per connection; the transform output and the pending-output
@@ -19,10 +20,8 @@
 #define WRK_OUTBUF UPC_OUT_MAX(WRK_INBUF)
 
 /* epoll tags of the non-connection fds (connections use their pointer). */
-#define WRK_EV_LISTEN 1
-#define WRK_EV_UDP 2
-#define WRK_EV_SIGNAL 3
-#define WRK_EV_TICK 4
+#define WRK_EV_LISTEN 3 /* after evsrc.h's two */
+#define WRK_EV_UDP 4
 
 /*
  * One TCP connection.  An idle connection owns no buffer: output that the
@@ -52,7 +51,8 @@ struct wrk {
 	struct ctr_table *tab;
 	struct ctr_cell *cell;
 	unsigned slot;
-	int ep, sig_fd, tick_fd, lfd, ufd;
+	struct evsrc ev;
+	int lfd, ufd;
 	int listening;          /* lfd is in the epoll set */
 	int draining;
 	int recycling;          /* past --max-requests: no new work */
