@@ -44,7 +44,7 @@ TEST_upcase_OBJS  := workers/upcase.o
 TEST_render_OBJS  := supervisor/render_json.o supervisor/render_prom.o \
                      supervisor/render_html.o supervisor/status_page.o \
                      supervisor/counters.o
-TEST_config_OBJS  := supervisor/config.o
+TEST_config_OBJS  := supervisor/config.o supervisor/net.o
 TEST_backoff_OBJS := supervisor/backoff.o
 TEST_http_line_OBJS := supervisor/http_line.o
 

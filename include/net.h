@@ -5,7 +5,14 @@
 #ifndef UPPERD_NET_H
 #define UPPERD_NET_H
 
+#include <stddef.h>
 #include <sys/socket.h>
+
+/* Split "[V6]:PORT" or "V4:PORT" into host (copied, without brackets),
+ * its family and where PORT starts; -1 (errno EINVAL) if there is no
+ * port part or host does not fit.  Nothing is checked beyond the shape. */
+int net_split_addr(const char *s, char *host, size_t hostlen, int *af,
+    const char **port);
 
 /* Parse "ADDR:PORT" or "[V6]:PORT" into ss; -1 (errno EINVAL) if bad. */
 int net_parse_addr(const char *s, struct sockaddr_storage *ss,

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "net.h"
 
 /* How a setting's text is checked and stored. */
 enum cfg_kind {
@@ -270,29 +271,16 @@ cfg_apply_int(struct cfg *c, const struct cfg_opt *o, const char *v,
 	return 0;
 }
 
-/* Split "[V6]:PORT" or "V4:PORT" into host (copied) and port; -1 + why. */
+/* Split "[V6]:PORT" or "V4:PORT" as net_parse_addr() will; -1 + why. */
 static int
 cfg_split_addr(const char *s, char *host, size_t hostlen, int *af,
     const char **port, char *why, size_t whylen)
 {
-	const char *end;
-
-	if (s[0] == '[') {
-		end = strstr(s, "]:");
-		*af = AF_INET6;
-		s++;
-	} else {
-		end = strrchr(s, ':');
-		*af = AF_INET;
-	}
-	if (end == NULL || (size_t)(end - s) >= hostlen) {
+	if (net_split_addr(s, host, hostlen, af, port) == -1) {
 		snprintf(why, whylen,
 		    "expected off, IPV4:PORT or [IPV6]:PORT");
 		return -1;
 	}
-	memcpy(host, s, (size_t)(end - s));
-	host[end - s] = '\0';
-	*port = end + (*af == AF_INET6 ? 2 : 1);
 	if (*af == AF_INET && strchr(host, ':') != NULL) {
 		snprintf(why, whylen,
 		    "an IPv6 address needs brackets, as in [::]:12000");

@@ -31,6 +31,30 @@ net_parse_port(const char *s, in_port_t *port)
 	return 0;
 }
 
+int
+net_split_addr(const char *s, char *host, size_t hostlen, int *af,
+    const char **port)
+{
+	const char *end;
+
+	if (s[0] == '[') {
+		end = strstr(s, "]:");
+		*af = AF_INET6;
+		s++;
+	} else {
+		end = strrchr(s, ':');
+		*af = AF_INET;
+	}
+	if (end == NULL || (size_t)(end - s) >= hostlen) {
+		errno = EINVAL;
+		return -1;
+	}
+	memcpy(host, s, (size_t)(end - s));
+	host[end - s] = '\0';
+	*port = end + (*af == AF_INET6 ? 2 : 1);
+	return 0;
+}
+
 /* "1.2.3.4:80", "[::1]:80", "*:80" (any IPv4). */
 int
 net_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
@@ -38,20 +62,13 @@ net_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
 	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
 	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
 	char host[128];
-	const char *colon, *port;
-	size_t hlen;
+	const char *port;
+	int af;
 
 	memset(ss, 0, sizeof(*ss));
-	if (s[0] == '[') {
-		colon = strstr(s, "]:");
-		if (colon == NULL)
-			goto bad;
-		hlen = (size_t)(colon - s - 1);
-		port = colon + 2;
-		if (hlen >= sizeof(host))
-			goto bad;
-		memcpy(host, s + 1, hlen);
-		host[hlen] = '\0';
+	if (net_split_addr(s, host, sizeof(host), &af, &port) == -1)
+		return -1;
+	if (af == AF_INET6) {
 		in6->sin6_family = AF_INET6;
 		if (inet_pton(AF_INET6, host, &in6->sin6_addr) != 1 ||
 		    net_parse_port(port, &in6->sin6_port) == -1)
@@ -59,17 +76,12 @@ net_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
 		*len = sizeof(*in6);
 		return 0;
 	}
-	colon = strrchr(s, ':');
-	if (colon == NULL || (hlen = (size_t)(colon - s)) >= sizeof(host))
-		goto bad;
-	memcpy(host, s, hlen);
-	host[hlen] = '\0';
 	in4->sin_family = AF_INET;
 	if (strcmp(host, "*") == 0)
 		in4->sin_addr.s_addr = htonl(INADDR_ANY);
 	else if (inet_pton(AF_INET, host, &in4->sin_addr) != 1)
 		goto bad;
-	if (net_parse_port(colon + 1, &in4->sin_port) == -1)
+	if (net_parse_port(port, &in4->sin_port) == -1)
 		goto bad;
 	*len = sizeof(*in4);
 	return 0;
