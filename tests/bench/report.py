@@ -14,6 +14,7 @@ import sys
 SCENARIOS = [
     # key, label, throughput unit, targets
     ("a", "(a) 50 conns depth 1", "req/s", {"tput": 1.0, "p99": 1.1}),
+    ("a2", "(a) server on 1 own CPU", "req/s", {}),
     ("b", "(b) 50 conns depth 16", "req/s", {"tput": 1.0}),
     ("c", "(c) 1 conn, 1 shared CPU", "req/s", {"p50": 1.05}),
     ("c2", "(c) 1 conn, own CPUs", "req/s", {}),
@@ -259,6 +260,13 @@ def idle(runs, recs, summary):
         print(f"idle: (a) {fmt(tput(wo))} req/s without, {fmt(tput(wi))} "
               f"with them held: {fmt(rr, 3)}x (target >= 0.95: "
               f"{verdict(rr >= 0.95)})")
+    for a in (x for x in recs if x["kind"] == "idle_mem_all"):
+        n = max(a["held"] - 50, 1)
+        per = (a["rss_after_kb"] - a["rss_before_kb"]) * 1024 / n
+        print(f"idle: {a['held'] - 50} of {a['target']} idle connections "
+              f"held by {a['workers']} workers: {per:.0f} B RSS each "
+              f"(connected and accepted in {a['setup_s']} s)")
+        summary["idle_all"] = dict(a, bytes_per_conn=per)
     summary["idle"] = dict(m, bytes_per_conn=per, anon_bytes_per_conn=per_anon,
                            without_rps=tput(wo) if wo else None,
                            with_rps=tput(wi) if wi else None, ratio=rr)

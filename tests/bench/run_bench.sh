@@ -202,7 +202,7 @@ start_ref() {
 # Scenario name -> upper-bench arguments (the port is added per server).
 scenario_args() {
 	case $1 in
-	a | a_noscrape | a_scrape | idle_without)
+	a | a2 | a_noscrape | a_scrape | idle_without)
 		echo --mode rr --conns 50 --depth 1 ;;
 	b) echo --mode rr --conns 50 --depth 16 ;;
 	c | c2) echo --mode rr --conns 1 --depth 1 ;;
@@ -280,11 +280,13 @@ run_one() {
 	# 0, where the server's own cost is most of the round trip; (c2) on
 	# CPUs of their own, as a remote client sees it, where the cross-CPU
 	# wakeup of this virtual machine (about 50 us, itself bimodal from run
-	# to run) is most of it.
+	# to run) is most of it.  (a2) is (a) with the same split: the load
+	# generator on CPU 0, every server process on the last CPU, so both
+	# servers get exactly one CPU whatever the scheduler would do.
 	PIN=
 	case $sc in
 	c) PIN=0 && pin_tree "$SRV_PID" 0 ;;
-	c2) PIN=0 && pin_tree "$SRV_PID" $(($(nproc) - 1)) ;;
+	c2 | a2) PIN=0 && pin_tree "$SRV_PID" $(($(nproc) - 1)) ;;
 	esac
 	# shellcheck disable=SC2046
 	bench_held "$port" --warmup "$WARM" --duration "$DUR" \
@@ -344,7 +346,7 @@ echo "{\"kind\":\"meta\",\"quick\":$QUICK,\"reps\":$REPS,\"warmup\":$WARM," \
     "\"idle_d\":$IDLE_D,\"loadavg_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" \
     >>"$REC"
 
-for sc in a b c c2 d e f g; do
+for sc in a a2 b c c2 d e f g; do
 	# a bulk run is short and its spread wide: one more of those
 	nrep=$REPS
 	case $sc in f | g) nrep=$((REPS + 1)) ;; esac
@@ -374,7 +376,8 @@ echo "other configurations: (a) and (b) on upperd --workers 1 and" \
     "--sched-policy normal, beside the same ref"
 start_upperd U1 1
 start_upperd UN 2 --sched-policy normal
-for rep in $(seq "$REPS"); do
+# informational rows: one run fewer than the comparison (time budget)
+for rep in $(seq "$(( REPS > 1 ? REPS - 1 : 1 ))"); do
 	for sc in a b; do
 		run_one "$sc" ref "$((rep + 100))"
 		run_one "$sc" upperd1 "$rep"
@@ -423,16 +426,18 @@ HELD= rss1= anon1=
 measure_idle() {
 	local i
 	for i in $(seq 100); do
-		[ "$(active_conns "$UI_STATS")" -ge $((IDLE_MEM + 50)) ] && break
+		[ "$(active_conns "$IDLE_STATS")" -ge $((IDLE_MEM + 50)) ] &&
+		    break
 		sleep 0.1
 	done
 	if [ -z "$HELD" ]; then
-		HELD=$(active_conns "$UI_STATS")
-		read -r rss1 anon1 <<<"$(workers_rss "$UI_PID")"
+		HELD=$(active_conns "$IDLE_STATS")
+		read -r rss1 anon1 <<<"$(workers_rss "$SRV_PID")"
 	fi
 	mark_cpu
 }
 procs=$(( IDLE_MEM / (FDMAX - 200) + 2 ))
+IDLE_STATS=$UI_STATS
 for rep in $(seq "$REPS"); do
 	[ "$rep" -gt 1 ] && run_one idle_without upperd_idle "$rep"
 	SRV_PID=$UI_PID
@@ -457,13 +462,35 @@ echo "{\"kind\":\"idle_mem\",\"target\":$IDLE_MEM,\"asked\":$IDLE_ASKED," \
     "\"anon_before_kb\":$anon0,\"anon_after_kb\":$anon1}" >>"$REC"
 stop_pid "$UI_PID"
 
+# --- the asked count, when the fd limit capped it: on as many workers as
+# the limit needs, memory only (a one-second run keeps 50 clients busy) ---
+if [ "$IDLE_ASKED" -gt "$IDLE_MEM" ]; then
+	nw=$(( IDLE_ASKED / ((FDMAX - 200) * 9 / 10) + 1 ))
+	IDLE_MEM=$IDLE_ASKED
+	start_upperd UW "$nw"
+	echo "idle memory: $IDLE_MEM idle connections on $nw workers"
+	read -r rss0 anon0 <<<"$(workers_rss "$UW_PID")"
+	HELD= rss1= anon1=
+	SRV_PID=$UW_PID IDLE_STATS=$UW_STATS ON_SETTLED=measure_idle
+	# shellcheck disable=SC2046
+	bench_held "$UW_PORT" $(scenario_args a) --mode idle \
+	    --idle "$IDLE_MEM" --procs $(( IDLE_MEM / (FDMAX - 200) + 2 )) \
+	    --warmup 0 --duration 1
+	echo "{\"kind\":\"idle_mem_all\",\"target\":$IDLE_MEM," \
+	    "\"workers\":$nw,\"held\":${HELD:-0},\"rc\":$RC," \
+	    "\"setup_s\":$SETUP_S,\"rss_before_kb\":$rss0," \
+	    "\"rss_after_kb\":${rss1:-0},\"anon_before_kb\":$anon0," \
+	    "\"anon_after_kb\":${anon1:-0}}" >>"$REC"
+	stop_pid "$UW_PID"
+fi
+
 echo "elapsed: $(( $(date +%s) - T0 )) s; load average now" \
     "$(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -s "$WORK/bench.err" ] && grep -qv 'ready:' "$WORK/bench.err"; then
 	echo "load generator complaints:"
 	grep -v 'ready:' "$WORK/bench.err" | sort | uniq -c | head -20
 fi
-for f in U2 U4 UI; do
+for f in U2 U4 UI UW; do
 	if [ -s "$WORK/$f.log" ]; then
 		echo "upperd ($f) log, last lines:"
 		tail -5 "$WORK/$f.log"
