@@ -12,6 +12,9 @@ teardown) and every signal to a worker goes through safe_kill (only a live
 upperd child of the supervisor under test is ever hit).
 """
 
+import ctypes
+import datetime
+import errno
 import os
 import random
 import re
@@ -20,6 +23,7 @@ import signal
 import socket
 import time
 
+import pytest
 
 import conftest
 from conftest import (REASONS, http_get, recv_exactly, tcp_connect,
@@ -743,3 +747,296 @@ def test_usr1_after_rename(upperd):
             e[2] == w1], "no line from worker 1 pid %d in the new log:\n%s" \
         % (w1, new)
     assert os.path.getsize(rotated) == size, "still written after USR1"
+
+
+# --------------------------------------------------------------------------
+# 11. a worker that outlives its drain is SIGKILLed (sup_kill_overdue)
+
+_STAMP_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z ")
+
+
+def stamped(text, pattern):
+    """(epoch seconds from the log file's timestamp, match) for every log
+    line whose message matches pattern, in order."""
+    rx = re.compile(pattern)
+    out = []
+    for line in text.splitlines():
+        m = conftest.LOG_LINE_RE.match(line)
+        t = _STAMP_RE.match(line)
+        if not m or not t:
+            continue
+        hit = rx.search(m.group(4))
+        if hit:
+            when = datetime.datetime.strptime(
+                t.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(
+                tzinfo=datetime.timezone.utc).timestamp()
+            out.append((when, hit))
+    return out
+
+
+def sigstop_worker(d, pid):
+    """SIGSTOP a worker of d and wait until the kernel shows it stopped."""
+    assert safe_kill(pid, signal.SIGSTOP, d.pid), pid
+    wait_until(lambda: conftest.proc_status(pid)["State"].startswith("T"), 2,
+               msg="worker %d to be stopped" % pid)
+
+
+def release(pid):
+    """finally-block cleanup of a worker the test stopped: if it is still
+    an upperd process, continue it and kill it."""
+    if pid and not pid_gone(pid) and conftest.is_upperd(pid):
+        conftest.kill_pid(pid, signal.SIGCONT)
+        conftest.kill_pid(pid, signal.SIGKILL)
+
+
+# The supervisor SIGKILLs a stopping worker this long after its TERM
+# (spawn.c, sup_stop_proc: drain timeout + 2 s of grace).
+DRAIN = 1
+KILL_AFTER = DRAIN + 2.0
+
+
+def test_term_kills_worker_that_outlives_its_drain(upperd):
+    """A worker that cannot act on TERM (it is SIGSTOPped) is SIGKILLed by
+    the supervisor once its drain is overdue, never before the drain
+    timeout, and the supervisor then exits 0 in bounded time.  The
+    heartbeat timeout is long, so the stop cannot be taken for a hang:
+    this is the overdue path, and the log must not call the worker hung."""
+    d = upperd(workers=1, drain_timeout=DRAIN, heartbeat_timeout=600)
+    w = slot_of(get_stats(d.stats_port), 0)["pid"]
+    try:
+        sigstop_worker(d, w)
+        t0 = time.monotonic()
+        os.kill(d.pid, signal.SIGTERM)
+        rc = d.wait_exit(KILL_AFTER + 2.0)
+        took = time.monotonic() - t0
+        assert rc == 0, d.diagnostics()
+        assert took >= DRAIN, "exited %.2fs after TERM, before the drain " \
+            "timeout" % took
+        assert pid_gone(w), "worker %d survived the supervisor" % w
+        log = d.log()
+        term = stamped(log, r"shutting down: draining workers for up to "
+                            r"%ds" % DRAIN)
+        kill = stamped(log, r"worker (\d+) pid (\d+) outlived its drain, "
+                            r"killing it")
+        assert len(term) == 1 and len(kill) == 1, log
+        assert (int(kill[0][1].group(1)), int(kill[0][1].group(2))) == \
+            (0, w), log
+        late = kill[0][0] - term[0][0]
+        assert DRAIN <= late <= KILL_AFTER + 0.5, "killed %.3fs after " \
+            "TERM" % late
+        # reaped, and it died of the SIGKILL, not of the TERM
+        assert log_matches(log, r"worker 0 pid %d stopped \(signal 9\)" %
+                           w), log
+        assert log_matches(log, r"\bhung\b|not serving") == [], log
+        assert "exiting" in log
+    finally:
+        release(w)
+
+
+def test_reload_kills_old_worker_that_outlives_its_drain(upperd, tmp_path):
+    """The same on reload: the replacement serves at once, the old worker,
+    stopped, cannot drain and is SIGKILLed when its drain is overdue; the
+    slot counts one reload (not a hang, not a crash) and the supervisor
+    serves on."""
+    cfg = tmp_path / "upperd.conf"
+    cfg.write_text("drain-timeout = %d\n" % DRAIN)
+    d = upperd(workers=1, heartbeat_timeout=600, config=str(cfg))
+    old = slot_of(get_stats(d.stats_port), 0)["pid"]
+    try:
+        sigstop_worker(d, old)
+        os.kill(d.pid, signal.SIGHUP)
+
+        def replaced():
+            w = slot_of(get_stats(d.stats_port), 0)
+            return w if (w["pid"] not in (None, old) and
+                         w["state"] == "running") else None
+
+        new = wait_until(replaced, 5, msg="slot 0 replaced")["pid"]
+        msg = b"served by the replacement\n"
+        assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+        wait_until(lambda: pid_gone(old), KILL_AFTER + 2.0,
+                   msg="the stopped old worker %d to be killed" % old)
+        log = d.log()
+        swap = stamped(log, r"worker 0 pid %d replaced by pid %d \(reload\), "
+                            r"draining" % (old, new))
+        kill = stamped(log, r"worker 0 pid %d outlived its drain, killing "
+                            r"it" % old)
+        assert len(swap) == 1 and len(kill) == 1, log
+        late = kill[0][0] - swap[0][0]
+        assert DRAIN <= late <= KILL_AFTER + 0.5, "killed %.3fs after " \
+            "its TERM" % late
+        w = wait_until(lambda: (lambda w: w if w["last_exit"] else None)(
+            slot_of(get_stats(d.stats_port), 0)), 2, msg="last_exit")
+        assert w["last_exit"] == "signal 9", w
+        assert w["pid"] == new and w["state"] == "running", w
+        assert w["restarts_by_reason"] == reasons(reload=1), w
+        assert d.alive()
+        assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+        log = d.log()
+        assert log_matches(log, r"worker 0 pid %d stopped \(signal 9\)" %
+                           old), log
+        assert log_matches(log, r"\bhung\b|not serving|respawn") == [], log
+    finally:
+        release(old)
+
+
+# --------------------------------------------------------------------------
+# 12. a replacement that never serves is killed and retried (sup_check_next)
+#
+# A forked worker sets its ready flag within milliseconds, so SIGSTOPping a
+# replacement from outside after the fact is a race.  Instead the test
+# traces the supervisor (ptrace PTRACE_SEIZE with PTRACE_O_TRACEFORK, which
+# a parent may do to its own child), lets it fork, and leaves the new child
+# stopped before it has run one instruction of its own: a replacement that
+# deterministically never becomes ready.  Both are then detached, so the
+# supervisor runs untraced and the child is a plain stopped process.
+
+_PTRACE_CONT = 7
+_PTRACE_DETACH = 17
+_PTRACE_SEIZE = 0x4206
+_PTRACE_INTERRUPT = 0x4207
+_PTRACE_GETEVENTMSG = 0x4201
+_PTRACE_O_TRACEFORK = 0x2
+_PTRACE_EVENT_FORK = 1
+_WALL = 0x40000000
+
+
+def _ptrace(req, pid, addr=0, data=0):
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                            ctypes.c_void_p]
+    libc.ptrace.restype = ctypes.c_long
+    if libc.ptrace(req, pid, addr, data) == -1:
+        e = ctypes.get_errno()
+        raise OSError(e, "ptrace(%#x, %d): %s" % (req, pid, os.strerror(e)))
+
+
+def _wait_stop(pid, timeout):
+    """Wait (bounded) for the traced pid's next stop; its wait status."""
+    def reported():
+        p, st = os.waitpid(pid, os.WNOHANG | _WALL)
+        return ("status", st) if p else None
+    st = wait_until(reported, timeout, interval=0.005,
+                    msg="traced pid %d to stop" % pid)[1]
+    assert os.WIFSTOPPED(st), "pid %d ended while traced: %#x" % (pid, st)
+    return st
+
+
+def fork_stopped(sup_pid, trigger, timeout=5.0):
+    """Call trigger() with the supervisor traced for forks; return the pid
+    of the next process it forks, left stopped (as by SIGSTOP) at its very
+    first instruction, with the supervisor running and untraced again.
+    Skips the test where ptrace is not permitted."""
+    try:
+        _ptrace(_PTRACE_SEIZE, sup_pid, 0, _PTRACE_O_TRACEFORK)
+    except OSError as e:
+        if e.errno in (errno.EPERM, errno.EACCES, errno.ENOSYS):
+            pytest.skip("cannot ptrace the supervisor here: %s" % e)
+        raise
+    sup_stopped = False
+    child = None
+    try:
+        trigger()
+        while True:
+            st = _wait_stop(sup_pid, timeout)
+            sup_stopped = True
+            event = st >> 16
+            if event == _PTRACE_EVENT_FORK:
+                break
+            # anything else (a signal-delivery-stop): let it through
+            sig = os.WSTOPSIG(st) if event == 0 else 0
+            _ptrace(_PTRACE_CONT, sup_pid, 0, sig)
+            sup_stopped = False
+        msg = ctypes.c_ulong()
+        _ptrace(_PTRACE_GETEVENTMSG, sup_pid, 0, ctypes.addressof(msg))
+        child = msg.value
+        # the child is auto-attached and starts in a ptrace stop; queue a
+        # SIGSTOP so that it stops for good as soon as it is let go
+        _wait_stop(child, timeout)
+        assert safe_kill(child, signal.SIGSTOP, sup_pid), child
+        _ptrace(_PTRACE_DETACH, child)
+        return child
+    except BaseException:
+        if child:
+            release(child)
+        raise
+    finally:
+        if not sup_stopped:
+            _ptrace(_PTRACE_INTERRUPT, sup_pid)
+            _wait_stop(sup_pid, timeout)
+        _ptrace(_PTRACE_DETACH, sup_pid)
+
+
+HB = 2
+
+
+def test_reload_replacement_never_ready_is_killed_and_retried(upperd,
+                                                              tmp_path):
+    """A reload's replacement that never becomes ready is killed once the
+    heartbeat timeout has passed since its fork; meanwhile the old worker
+    serves on, and a new replacement is started a second later, which
+    serves and takes the slot over from the old worker."""
+    cfg = tmp_path / "upperd.conf"
+    cfg.write_text("heartbeat-timeout = %d\n" % HB)
+    d = upperd(workers=1, config=str(cfg))
+    old = slot_of(get_stats(d.stats_port), 0)["pid"]
+    bad = None
+    try:
+        t_hup = time.time()
+        bad = fork_stopped(d.pid, lambda: os.kill(d.pid, signal.SIGHUP))
+        assert bad != old
+        assert conftest.ppid_of(bad) == d.pid
+        wait_until(lambda: conftest.proc_status(bad)["State"].startswith(
+            "T"), 2, msg="replacement %d stopped" % bad)
+        assert conftest.proc_status(bad)["TracerPid"] == "0"
+        # the old worker serves alone (bad never ran), still as "running"
+        w = slot_of(get_stats(d.stats_port), 0)
+        assert w["pid"] == old and w["state"] == "running", w
+        for i in range(3):
+            msg = b"old worker while the replacement hangs %d\n" % i
+            assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+            assert udp_roundtrip(d.udp_port, msg) == msg.upper()
+
+        kill = wait_until(
+            lambda: stamped(d.log(), r"worker 0 replacement pid (\d+) not "
+                                     r"serving after ([\d.]+)s, killing it"),
+            HB + 3, msg="the replacement to be killed as not serving")
+        assert len(kill) == 1, d.log()
+        t_kill, m = kill[0]
+        assert int(m.group(1)) == bad, d.log()
+        assert HB <= float(m.group(2)) <= HB + 1.0, m.group(0)
+        assert HB - 0.05 <= t_kill - t_hup <= HB + 1.5, t_kill - t_hup
+        wait_until(lambda: pid_gone(bad), 2,
+                   msg="the stopped replacement %d to be killed" % bad)
+
+        def swapped():
+            w = slot_of(get_stats(d.stats_port), 0)
+            return w if (w["pid"] not in (None, old, bad) and
+                         w["state"] == "running") else None
+
+        w = wait_until(swapped, 5, msg="a second replacement serving")
+        new = w["pid"]
+        retry = w["started_at"] - t_kill
+        assert 0.9 <= retry <= 2.5, "retried %.3fs after the kill" % retry
+        msg = b"served by the second replacement\n"
+        assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+        wait_until(lambda: pid_gone(old), 5, msg="old worker %d to drain" %
+                   old)
+        w = wait_until(lambda: (lambda w: w if w["last_exit"] == "exit 0"
+                                else None)(slot_of(get_stats(d.stats_port),
+                                                   0)),
+                       2, msg="the old worker's clean exit")
+        assert w["pid"] == new and w["state"] == "running", w
+        assert w["restarts_by_reason"] == reasons(hung=1, reload=1), w
+        log = d.log()
+        assert log_matches(log, r"worker 0 pid %d stopped \(signal 9\)" %
+                           bad), log
+        assert len(log_matches(log, r"replaced by pid")) == 1, log
+        assert log_matches(log, r"worker 0 pid %d replaced by pid %d "
+                                r"\(reload\), draining" % (old, new)), log
+        assert log_matches(log, r"worker 0 pid %d stopped \(exit 0\)" %
+                           old), log
+        assert log_matches(log, r"pid \d+ hung:|outlived its drain|"
+                                r"respawn") == [], log
+    finally:
+        release(bad)
