@@ -184,17 +184,23 @@ sup_describe_exit(int status, char *buf, size_t len)
 		snprintf(buf, len, "exit %d", WEXITSTATUS(status));
 }
 
-/* A worker the supervisor did not ask to stop has died: count the crash
- * and schedule the respawn, unless it reported a startup error (exit 2),
- * which a respawn would only repeat. */
+/*
+ * A worker the supervisor did not ask to stop has died: count the crash
+ * and schedule the respawn.  A serving worker that reports a startup
+ * error (exit 2) is not respawned: that would only repeat it.  A
+ * replacement (reload, recycle) that does is tried again with the same
+ * backoff, as the old worker still holds the slot: giving up would leave
+ * a reload half done for good, or a recycling worker that takes no new
+ * clients waiting for a successor forever.
+ */
 static void
 sup_on_crash(struct sup_slot *sl, const struct sup_proc *p,
     int status, int was_next)
 {
 	double uptime = (double)(ctr_clock_ns() - p->started_ns) / 1e9;
 
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
-		sl->failed = !was_next;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 2 && !was_next) {
+		sl->failed = 1;
 		log_error("worker %u pid %d exited with status 2 (startup "
 		    "error), not respawned", p->slot, (int)p->pid);
 		return;
@@ -204,9 +210,11 @@ sup_on_crash(struct sup_slot *sl, const struct sup_proc *p,
 	sl->respawn_at_ns = ctr_clock_ns() + sl->backoff_s * NS;
 	if (was_next)
 		sl->next_pending = 1;
-	log_warnx("worker %u pid %d %s %s after %.1fs, respawn in %us", p->slot,
-	    (int)p->pid, WIFSIGNALED(status) ? "killed by" : "exited with",
-	    sl->last_exit, uptime, sl->backoff_s);
+	log_warnx("worker %u %spid %d %s %s after %.1fs, %s in %us", p->slot,
+	    was_next ? "replacement " : "", (int)p->pid,
+	    WIFSIGNALED(status) ? "killed by" : "exited with", sl->last_exit,
+	    uptime, was_next ? "the old worker serves on, retry" : "respawn",
+	    sl->backoff_s);
 }
 
 static void
@@ -400,8 +408,10 @@ sup_kill_overdue(struct sup *s, uint64_t now)
 	}
 }
 
-/* Log the ready line once every configured worker serves; /healthz calls
- * it too, so no client sees 200 before the line is written. */
+/* Log the ready line once every configured worker serves, and after a
+ * reload once every replacement does.  /healthz calls it too, so at start
+ * no client sees 200 before the line is written (during a reload the old
+ * workers serve, and /healthz says 200 throughout). */
 void
 sup_announce(struct sup *s)
 {
@@ -411,7 +421,8 @@ sup_announce(struct sup *s)
 	if (s->announced || s->mode != SUP_RUNNING)
 		return;
 	for (i = 0; i < s->configured; i++)
-		if (sup_slot_state(s, i) != SNAP_RUNNING)
+		if (sup_slot_state(s, i) != SNAP_RUNNING ||
+		    s->slot[i].next >= 0 || s->slot[i].next_pending)
 			return;
 	s->announced = 1;
 	if (s->tcp_fd != -1)
