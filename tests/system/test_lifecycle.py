@@ -1040,3 +1040,317 @@ def test_reload_replacement_never_ready_is_killed_and_retried(upperd,
                                 r"respawn") == [], log
     finally:
         release(bad)
+
+
+# --------------------------------------------------------------------------
+# 13. a replacement that fails at startup (exit 2) is retried with the
+# slot's crash backoff while the old worker serves on (sup_on_crash), and
+# the ready line after a reload waits for every replacement (sup_announce)
+#
+# A worker forked while the supervisor's RLIMIT_NOFILE soft limit is no
+# higher than the fds the worker inherits (stdio, log, TCP and UDP) cannot
+# create its signalfd, timerfd and epoll, logs "worker setup" and exits 2.
+# The limit is lowered from outside (prlimit), so only workers forked
+# meanwhile are hit: the old worker keeps its own limit and serves on.
+# Meanwhile the supervisor cannot open an fd either (its own fds are
+# numbered above the limit): no config file may be re-read and no HTTP
+# request may be made (an accept4 that fails with EMFILE spins its loop)
+# until the limit is restored.
+
+class FdStarvation:
+    """Lower (and restore) the supervisor's RLIMIT_NOFILE soft limit so
+    that any worker it forks meanwhile fails in its setup with exit 2."""
+
+    def __init__(self, d, worker):
+        self.d = d
+        inherited = []
+        for f in os.listdir("/proc/%d/fd" % worker):
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (worker, f))
+            except OSError:
+                continue
+            if not target.startswith("anon_inode:"):
+                inherited.append(int(f))
+        # an idle worker: stdio, the log file, the TCP and UDP sockets, as
+        # fds 0-5 with no gap a new fd could take; its own signalfd,
+        # timerfd and epoll are anon inodes
+        assert sorted(inherited) == list(range(6)), (worker, inherited)
+        self.soft = len(inherited)
+        self.orig = None
+
+    def lower(self):
+        orig = resource.prlimit(self.d.pid, resource.RLIMIT_NOFILE)
+        assert orig[0] > self.soft, orig
+        self.orig = orig
+        resource.prlimit(self.d.pid, resource.RLIMIT_NOFILE,
+                         (self.soft, orig[1]))
+
+    def restore(self):
+        """Idempotent; for the test's body and its finally block."""
+        if self.orig is not None and self.d.alive():
+            resource.prlimit(self.d.pid, resource.RLIMIT_NOFILE, self.orig)
+        self.orig = None
+
+
+def startup_failures(text):
+    """(time, match) of every "worker setup" failure a worker logged."""
+    return stamped(text, r"^worker setup: ")
+
+
+def replacement_failures(text, slot=0):
+    """(time, match) of the supervisor's lines for a replacement of slot
+    that exited 2: groups pid, uptime, retry delay."""
+    return stamped(text, r"^worker %d replacement pid (\d+) exited with "
+                         r"exit 2 after ([\d.]+)s, the old worker serves "
+                         r"on, retry in (\d+)s$" % slot)
+
+
+def after_reload(text, pattern):
+    """stamped(text, pattern) for the lines after the (one) reload line."""
+    rl = stamped(text, r"^reloading: replacing workers")
+    assert len(rl) == 1, text
+    return [(t, m) for t, m in stamped(text, pattern) if t >= rl[0][0]]
+
+
+def serves(d, what):
+    msg = b"served while %s\n" % what.encode()
+    assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+    assert udp_roundtrip(d.udp_port, msg) == msg.upper()
+
+
+def wait_two_backed_off_failures(d):
+    """Wait for the second retry line of slot 0's replacement; fail at
+    once if startup failures pile up faster (a fork every tick).  Returns
+    the two retry lines after checking their spacing."""
+    def two():
+        log = d.log()
+        fails = replacement_failures(log)
+        setups = startup_failures(log)
+        return (fails, setups) if len(fails) >= 2 or len(setups) > 3 \
+            else None
+
+    fails, setups = wait_until(two, 6, msg="two retried replacements")
+    assert len(setups) == 2 and len(fails) == 2, \
+        "%d startup failures, %d retry lines: not backed off\n%s" % (
+            len(setups), len(fails), d.diagnostics())
+    (t1, m1), (t2, m2) = fails
+    assert [m1.group(3), m2.group(3)] == ["1", "2"], (m1.group(0),
+                                                      m2.group(0))
+    assert 0.95 <= t2 - t1 <= 2.0, "retried %.3fs after a 1s backoff" % (
+        t2 - t1)
+    assert m1.group(1) != m2.group(1)
+    for t, m in fails:
+        assert float(m.group(2)) < 1.0, m.group(0)
+        # the replacement itself said why
+        assert [e for e in log_events(d.log()) if e[1] == "worker 0" and
+                e[2] == int(m.group(1)) and
+                e[3].startswith("worker setup: ")], d.log()
+    return fails
+
+
+def test_reload_replacement_startup_failure_is_retried(upperd):
+    """A reload's replacement that exits 2 at startup is retried with the
+    crash backoff (1 s, then 2 s), never marked failed; the old worker
+    serves on meanwhile and keeps slot 0 as "running"; no ready line until
+    a replacement serves, which then takes the slot over, the old worker
+    draining to exit 0."""
+    d = upperd(workers=1)
+    old = slot_of(get_stats(d.stats_port), 0)["pid"]
+    starve = FdStarvation(d, old)
+    try:
+        starve.lower()
+        os.kill(d.pid, signal.SIGHUP)
+        wait_until(lambda: startup_failures(d.log()), 3,
+                   msg="the replacement to fail in its setup")
+        first = wait_until(lambda: replacement_failures(d.log()) or
+                           log_matches(d.log(), r"not respawned"), 2,
+                           msg="the supervisor to see the exit 2")
+        assert replacement_failures(d.log()), \
+            "the reload's failed replacement is not retried\n" + \
+            d.diagnostics()
+        assert first[0][1].group(3) == "1", first[0][1].group(0)
+        assert int(first[0][1].group(1)) != old
+        # the old worker serves on alone
+        assert conftest.ppid_of(old) == d.pid and not pid_gone(old)
+        serves(d, "the replacement fails")
+        fails = wait_two_backed_off_failures(d)
+        t2 = fails[1][0]
+        assert not pid_gone(old)
+        serves(d, "the replacement fails again")
+        log = d.log()
+        assert after_reload(log, r"ready: ") == [], log
+        assert log_matches(log, r"not respawned|hung|not serving") == [], log
+        starve.restore()
+        # the next retry is 2 s after the second failure: slot 0 is still
+        # the old worker's, counting the two crashes
+        w = slot_of(get_stats(d.stats_port), 0)
+        assert time.time() < t2 + 2.0, "too slow to see the old worker"
+        assert (w["pid"], w["state"], w["last_exit"]) == (
+            old, "running", "exit 2"), w
+        assert w["restarts_by_reason"] == reasons(crash=2), w
+        assert http_get(d.stats_port, "/healthz")[0] == 200
+
+        def swapped():
+            w = slot_of(get_stats(d.stats_port), 0)
+            return w if (w["pid"] not in (None, old) and
+                         w["state"] == "running") else None
+
+        w = wait_until(swapped, 5, msg="a replacement serving in slot 0")
+        new = w["pid"]
+        assert 1.9 <= w["started_at"] - t2 <= 3.0, \
+            "retried %.3fs after a 2s backoff" % (w["started_at"] - t2)
+        serves(d, "the replacement took over")
+        wait_until(lambda: pid_gone(old), 5, msg="old worker %d to drain" %
+                   old)
+        w = wait_until(lambda: (lambda w: w if w["last_exit"] == "exit 0"
+                                else None)(slot_of(get_stats(d.stats_port),
+                                                   0)),
+                       2, msg="the old worker's clean exit")
+        assert w["pid"] == new and w["state"] == "running", w
+        assert w["restarts_by_reason"] == reasons(crash=2, reload=1), w
+        log = d.log()
+        swap = stamped(log, r"^worker 0 pid %d replaced by pid %d "
+                            r"\(reload\), draining$" % (old, new))
+        assert len(swap) == 1 and len(log_matches(log, r"replaced by")) \
+            == 1, log
+        ready = after_reload(log, r"ready: (\d+) workers")
+        assert len(ready) == 1 and ready[0][1].group(1) == "1", log
+        assert ready[0][0] >= swap[0][0], log
+        assert log_matches(log, r"worker 0 pid %d stopped \(exit 0\)" %
+                           old), log
+        assert len(startup_failures(log)) == 2, log
+        assert log_matches(log, r"not respawned|hung|not serving") == [], log
+    finally:
+        starve.restore()
+
+
+# Below 10 --max-requests has no jitter (N + random % (N / 10 + 1)).
+MAX_REQ = 9
+
+
+def test_recycle_replacement_startup_failure_is_backed_off(upperd):
+    """A recycling worker's replacement that exits 2 at startup is retried
+    with the crash backoff, not forked again every tick; the recycling
+    worker takes no new clients meanwhile, they wait in the shared queues
+    and the replacement, once it can start, serves them and takes over."""
+    d = upperd(workers=1, max_requests=MAX_REQ)
+    old = slot_of(get_stats(d.stats_port), 0)["pid"]
+    starve = FdStarvation(d, old)
+    queued = udp = None
+    try:
+        starve.lower()
+        for i in range(MAX_REQ):
+            msg = b"request %d of the first worker\n" % i
+            assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+        wait_until(lambda: replacement_failures(d.log()) or
+                   startup_failures(d.log()), 3,
+                   msg="the recycle's replacement to fail")
+        # clients arriving now wait for the replacement
+        qmsg = b"queued while the replacement fails\n"
+        queued = tcp_connect(d.tcp_port)
+        queued.sendall(qmsg)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.sendto(qmsg, ("127.0.0.1", d.udp_port))
+        fails = wait_two_backed_off_failures(d)
+        t2 = fails[1][0]
+        assert not pid_gone(old)
+        log = d.log()
+        assert len(log_matches(log, r"^worker 0 pid %d reached "
+                                    r"--max-requests, recycling$" % old)) \
+            == 1, log
+        assert log_matches(log, r"not respawned|hung|not serving") == [], log
+        starve.restore()
+        w = slot_of(get_stats(d.stats_port), 0)
+        assert time.time() < t2 + 2.0, "too slow to see the old worker"
+        assert (w["pid"], w["state"], w["last_exit"]) == (
+            old, "running", "exit 2"), w
+        assert w["restarts_by_reason"] == reasons(crash=2), w
+
+        def swapped():
+            w = slot_of(get_stats(d.stats_port), 0)
+            return w if (w["pid"] not in (None, old) and
+                         w["state"] == "running") else None
+
+        w = wait_until(swapped, 5, msg="a replacement serving in slot 0")
+        new = w["pid"]
+        assert 1.9 <= w["started_at"] - t2 <= 3.0, \
+            "retried %.3fs after a 2s backoff" % (w["started_at"] - t2)
+        assert recv_exactly(queued, len(qmsg), 5) == qmsg.upper()
+        udp.settimeout(5)
+        assert udp.recvfrom(65536)[0] == qmsg.upper()
+        msg = b"served by the replacement\n"
+        assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
+        wait_until(lambda: pid_gone(old), 5, msg="old worker %d to drain" %
+                   old)
+        w = wait_until(lambda: (lambda w: w if w["last_exit"] == "exit 0"
+                                else None)(slot_of(get_stats(d.stats_port),
+                                                   0)),
+                       2, msg="the old worker's clean exit")
+        assert w["pid"] == new and w["state"] == "running", w
+        assert w["restarts_by_reason"] == reasons(crash=2, recycle=1), w
+        log = d.log()
+        assert log_matches(log, r"^worker 0 pid %d replaced by pid %d "
+                                r"\(recycle\), draining$" % (old, new)), log
+        assert len(log_matches(log, r"replaced by")) == 1, log
+        assert len(startup_failures(log)) == 2, log
+        assert log_matches(log, r"worker 0 pid %d stopped \(exit 0\)" %
+                           old), log
+    finally:
+        starve.restore()
+        for s in (queued, udp):
+            if s is not None:
+                s.close()
+
+
+def test_ready_line_after_reload_waits_for_replacements(upperd, tmp_path):
+    """After a reload the ready line is logged once every slot's
+    replacement serves: slot 1's replacement swaps in at once, slot 0's is
+    held stopped (never ready) until it is killed as not serving and
+    retried; no ready line before slot 0 swaps, /healthz 200 throughout."""
+    cfg = tmp_path / "upperd.conf"
+    cfg.write_text("heartbeat-timeout = %d\n" % HB)
+    d = upperd(workers=2, config=str(cfg))
+    doc = get_stats(d.stats_port)
+    old0, old1 = slot_of(doc, 0)["pid"], slot_of(doc, 1)["pid"]
+    bad = None
+    try:
+        # slot 0's replacement is forked first
+        bad = fork_stopped(d.pid, lambda: os.kill(d.pid, signal.SIGHUP))
+        swap1 = wait_until(
+            lambda: stamped(d.log(), r"^worker 1 pid %d replaced by pid "
+                                     r"(\d+) \(reload\), draining$" % old1),
+            5, msg="slot 1 swapped")
+        assert int(swap1[0][1].group(1)) != bad
+        w0 = slot_of(get_stats(d.stats_port), 0)
+        assert (w0["pid"], w0["state"]) == (old0, "running"), w0
+        assert http_get(d.stats_port, "/healthz")[0] == 200
+        assert after_reload(d.log(), r"ready: ") == [], d.log()
+        kill = wait_until(
+            lambda: stamped(d.log(), r"^worker 0 replacement pid %d not "
+                                     r"serving after" % bad),
+            HB + 3, msg="slot 0's stopped replacement to be killed")
+        assert after_reload(d.log(), r"ready: ") == [], d.log()
+        assert http_get(d.stats_port, "/healthz")[0] == 200
+        swap0 = wait_until(
+            lambda: stamped(d.log(), r"^worker 0 pid %d replaced by pid "
+                                     r"(\d+) \(reload\), draining$" % old0),
+            5, msg="slot 0 swapped")
+        assert swap0[0][0] >= kill[0][0]
+        ready = wait_until(lambda: after_reload(d.log(),
+                                                r"ready: (\d+) workers"),
+                           2, msg="the ready line after the reload")
+        log = d.log()
+        assert len(ready) == 1 and ready[0][1].group(1) == "2", log
+        assert ready[0][0] >= swap0[0][0] >= swap1[0][0], log
+        doc = get_stats(d.stats_port)
+        new = pids_by_slot(doc)
+        assert new[0] == int(swap0[0][1].group(1)), brief(doc)
+        assert new[1] == int(swap1[0][1].group(1)), brief(doc)
+        assert all_running(doc, 2), brief(doc)
+        assert slot_of(doc, 0)["restarts_by_reason"] == reasons(
+            hung=1, reload=1), brief(doc)
+        assert slot_of(doc, 1)["restarts_by_reason"] == reasons(
+            reload=1), brief(doc)
+        serves(d, "both replacements took over")
+    finally:
+        release(bad)
