@@ -31,6 +31,10 @@ struct gate_conn {
 };
 
 static struct gate_conn gates[GATE_MAX];
+/* Out of fds: the listener stays readable, so it leaves the epoll set
+ * until the next tick instead of waking the loop in a spin; warned once
+ * until an accept succeeds again. */
+static int gate_paused, gate_warned;
 
 static const char gate_400[] = "HTTP/1.1 400 Bad Request\r\n"
     "Content-Type: text/plain\r\nContent-Length: 12\r\n"
@@ -78,6 +82,16 @@ gate_init(void)
 		gates[i].fd = -1;
 }
 
+static void
+gate_pause(struct sup *s)
+{
+	if (!gate_warned)
+		log_warn("accept4 stats, retrying every tick");
+	gate_warned = 1;
+	if (epoll_ctl(s->ev.ep, EPOLL_CTL_DEL, s->stats_fd, NULL) == 0)
+		gate_paused = 1;
+}
+
 /* The stats listener is readable: take every waiting connection. */
 void
 gate_accept(struct sup *s)
@@ -93,11 +107,15 @@ gate_accept(struct sup *s)
 		fd = accept4(s->stats_fd, (struct sockaddr *)&ss, &sl,
 		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
-			if (errno != EAGAIN && errno != EINTR &&
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM)
+				gate_pause(s);
+			else if (errno != EAGAIN && errno != EINTR &&
 			    errno != ECONNABORTED)
 				log_warn("accept4 stats");
 			return;
 		}
+		gate_warned = 0;
 		g = gate_slot(s);
 		*g = (struct gate_conn){ .fd = fd, .addr = ss, .addrlen = sl,
 			.deadline_ns = ctr_clock_ns() + GATE_TIMEOUT_S *
@@ -141,7 +159,8 @@ gate_event(struct sup *s, void *ptr)
 	g->fd = -1; /* libmicrohttpd owns (and closes) it now */
 }
 
-/* Called on every supervisor tick. */
+/* Called on every supervisor tick: expire silent connections, and put
+ * back a listener paused for want of fds. */
 void
 gate_expire(struct sup *s)
 {
@@ -151,4 +170,7 @@ gate_expire(struct sup *s)
 	for (i = 0; i < GATE_MAX; i++)
 		if (gates[i].fd != -1 && now >= gates[i].deadline_ns)
 			gate_drop(s, &gates[i], gate_400, sizeof(gate_400) - 1);
+	if (gate_paused && evsrc_watch(s->ev.ep, s->stats_fd,
+	    SUP_EV_STATS) == 0)
+		gate_paused = 0;
 }

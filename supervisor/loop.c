@@ -19,8 +19,6 @@
 #include "sup.h"
 
 #define SUP_TICK_NS 100000000L
-#define SUP_EV_HTTP 3 /* after evsrc.h's two */
-#define SUP_EV_STATS 4
 
 double
 sup_epoch(void)

@@ -248,7 +248,15 @@ sup_on_exit(struct sup *s, int cell, int status, const struct rusage *ru)
 		    sl->last_exit);
 		return;
 	}
-	if (was_active || was_next)
+	if (was_active && sl->active >= 0) {
+		/* its replacement, already forked, holds the slot: nothing
+		 * to respawn, so no backoff either */
+		sl->restarts[SNAP_CRASH]++;
+		log_warnx("worker %u pid %d %s %s; replacement pid %d takes "
+		    "over", p.slot, (int)p.pid, WIFSIGNALED(status) ?
+		    "killed by" : "exited with", sl->last_exit,
+		    (int)s->proc[sl->active].pid);
+	} else if (was_active || was_next)
 		sup_on_crash(sl, &p, status, was_next);
 }
 

@@ -98,6 +98,10 @@ void sup_http_run(struct sup *s);
 int sup_http_timeout_ms(struct sup *s);
 void sup_http_stop(struct sup *s);
 
+/* epoll tags of the supervisor's loop, after evsrc.h's two */
+#define SUP_EV_HTTP 3  /* libmicrohttpd's own epoll fd */
+#define SUP_EV_STATS 4 /* the stats listener */
+
 /* http_gate.c: request-line check in front of libmicrohttpd */
 void gate_init(void);
 void gate_accept(struct sup *s);

@@ -1053,9 +1053,9 @@ def test_reload_replacement_never_ready_is_killed_and_retried(upperd,
 # The limit is lowered from outside (prlimit), so only workers forked
 # meanwhile are hit: the old worker keeps its own limit and serves on.
 # Meanwhile the supervisor cannot open an fd either (its own fds are
-# numbered above the limit): no config file may be re-read and no HTTP
-# request may be made (an accept4 that fails with EMFILE spins its loop)
-# until the limit is restored.
+# numbered above the limit): no config file may be re-read, and an HTTP
+# request waits unanswered until the limit is restored (the last test of
+# this file checks that the wait costs no CPU).
 
 class FdStarvation:
     """Lower (and restore) the supervisor's RLIMIT_NOFILE soft limit so
@@ -1354,3 +1354,89 @@ def test_ready_line_after_reload_waits_for_replacements(upperd, tmp_path):
         serves(d, "both replacements took over")
     finally:
         release(bad)
+
+
+def test_active_crash_while_replacement_starts_hands_slot_over(upperd,
+                                                              tmp_path):
+    """The serving worker dies while its reload replacement is still
+    starting: the replacement holds the slot at once.  One crash is
+    counted, nothing is respawned (no backoff, no third process), and
+    the replacement serves once it runs."""
+    cfg = tmp_path / "upperd.conf"
+    cfg.write_text("heartbeat-timeout = 600\n")
+    d = upperd(workers=1, config=str(cfg))
+    old = slot_of(get_stats(d.stats_port), 0)["pid"]
+    repl = None
+    try:
+        repl = fork_stopped(d.pid, lambda: os.kill(d.pid, signal.SIGHUP))
+        assert safe_kill(old, signal.SIGKILL, d.pid), old
+        took = wait_until(
+            lambda: stamped(d.log(), r"^worker 0 pid %d killed by signal 9; "
+                                     r"replacement pid (\d+) takes over$"
+                                     % old),
+            5, msg="the replacement to take the slot over")
+        assert int(took[0][1].group(1)) == repl, d.log()
+        w = slot_of(get_stats(d.stats_port), 0)
+        assert (w["pid"], w["state"]) == (repl, "starting"), w
+        conftest.kill_pid(repl, signal.SIGCONT)
+
+        def serving():
+            w = slot_of(get_stats(d.stats_port), 0)
+            return w if w["state"] == "running" else None
+
+        w = wait_until(serving, 5, msg="the replacement serving")
+        assert w["pid"] == repl, w
+        assert w["restarts_by_reason"] == reasons(crash=1), w
+        assert w["last_exit"] == "signal 9", w
+        serves(d, "the replacement that took over")
+        assert [p for p in conftest.children_of(d.pid)] == [repl]
+        log = d.log()
+        assert log_matches(log, r"respawn in|replaced by|hung|not serving"
+                           ) == [], log
+        wait_until(lambda: after_reload(d.log(), r"ready: 1 workers"), 2,
+                   msg="the ready line after the reload")
+    finally:
+        release(repl)
+
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_stats_listener_out_of_fds_waits_without_spinning(upperd):
+    """With no fd left, a waiting stats connection cannot be accepted and
+    the listener stays readable: the supervisor warns once, takes it out
+    of its epoll set until the next tick instead of spinning on it, and
+    answers the connection once fds are back."""
+    d = upperd(workers=1)
+    w = slot_of(get_stats(d.stats_port), 0)["pid"]
+    starve = FdStarvation(d, w)
+    s = None
+    try:
+        starve.lower()
+        s = socket.create_connection(("127.0.0.1", d.stats_port), timeout=5)
+        s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        wait_until(lambda: log_matches(d.log(), r"accept4 stats"), 3,
+                   msg="the supervisor to run out of fds")
+        c0, t0 = _cpu_seconds(d.pid), time.monotonic()
+        time.sleep(1.0)  # a window to measure the loop's CPU over
+        used = (_cpu_seconds(d.pid) - c0) / (time.monotonic() - t0)
+        assert used < 0.3, "supervisor at %.0f %% CPU while out of fds" % (
+            100 * used)
+        assert len(log_matches(d.log(), r"accept4 stats")) == 1, d.log()
+        starve.restore()
+        reply = b""
+        while not reply.endswith(b"ok"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200"), reply
+        assert d.alive()
+        assert http_get(d.stats_port, "/healthz")[0] == 200
+    finally:
+        starve.restore()
+        if s is not None:
+            s.close()
