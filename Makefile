@@ -7,6 +7,7 @@
 #                   the whole suite again under ASan+UBSan
 #   make asan       only the sanitizer run
 #   make bench      the benchmark (upperd against a reference server)
+#   make profile    perf profiles of the scenarios upperd misses
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -53,7 +54,7 @@ PYTHON ?= /usr/bin/python3
 DEB_BUILD := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config
 DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium
 
-.PHONY: all run test check unit system asan bench deps deps-build format clean \
+.PHONY: all run test check unit system asan bench profile deps deps-build format clean \
         install
 
 all: $(BIN)/upperd $(BIN)/upper $(BIN)/upper-bench $(BIN)/upper-ref
@@ -115,6 +116,11 @@ system: all
 
 bench: deps all $(BIN)/upcase-speed $(BIN)/upperd-scrape
 	BIN=$(CURDIR)/$(BIN) tests/bench/run_bench.sh
+
+# Where the time goes in (a), (b) and (f), against the reference (perf).
+profile: all
+	@$(MAKE) --no-print-directory deps DEB_PKGS="linux-perf"
+	BIN=$(CURDIR)/$(BIN) tests/bench/profile.sh
 
 deps-build:
 	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_BUILD)"
