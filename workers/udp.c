@@ -131,7 +131,7 @@ udp_event(struct wrk *w)
 	struct wrk_udp *u = w->udp;
 	int b, n, k;
 
-	for (b = 0; b < UDP_BATCHES_PER_EVENT && !w->recycling; b++) {
+	for (b = 0; b < UDP_BATCHES_PER_EVENT; b++) {
 		udp_arm(u);
 		n = recvmmsg(w->ufd, u->in, UDP_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0) {

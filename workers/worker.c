@@ -45,7 +45,8 @@ wrk_stale(const struct wrk *w, uint64_t heartbeat_ns)
  * plus connections accepted lately, so long-lived and short connections
  * both spread evenly.  Workers that are draining, recycling or silent (a
  * stale heartbeat: stopped or hung) do not count, or a frozen worker would
- * hold the mean down and stall the others.  The least-loaded worker always
+ * hold the mean down and stall the others; a recycling worker accepts
+ * only while no other worker serves.  The least-loaded worker always
  * qualifies, so the listener is never left without a taker for longer than
  * the WRK_RELISTEN_MS poll of the workers that stepped back.
  */
@@ -68,6 +69,8 @@ wrk_may_accept(struct wrk *w)
 		    ctr_get(&c->recent);
 		n++;
 	}
+	if (w->recycling) /* not counted above: accept only if nobody else */
+		return n == 0;
 	if (n <= 1)
 		return 1;
 	mine = ctr_get(&w->cell->v[CTR_tcp_connections_active]) +
@@ -93,10 +96,12 @@ wrk_listen(struct wrk *w, int on)
 	__atomic_store_n(&w->cell->listening, (uint32_t)on, __ATOMIC_RELAXED);
 }
 
-/* Counted for --max-requests: past the jittered limit, take no new work
- * (clients wait in the shared queues, for another worker or for the
- * replacement) and ask the supervisor to swap this worker out; it sends
- * TERM once the replacement serves. */
+/* Counted for --max-requests: past the jittered limit, ask the
+ * supervisor to swap this worker out; it sends TERM once the replacement
+ * serves.  Until then new connections go to other workers if any serve
+ * (wrk_may_accept), else still to this one, and datagrams are answered:
+ * a replacement that cannot start (it is retried with backoff) must not
+ * leave the service with nobody accepting. */
 void
 wrk_served(struct wrk *w, uint64_t n)
 {
@@ -106,9 +111,6 @@ wrk_served(struct wrk *w, uint64_t n)
 	if (w->recycle_at == 0 || v < w->recycle_at || w->recycling)
 		return;
 	w->recycling = 1;
-	wrk_listen(w, 0);
-	if (w->ufd != -1 && epoll_ctl(w->ev.ep, EPOLL_CTL_DEL, w->ufd, NULL) == -1)
-		log_warn("epoll_ctl udp");
 	__atomic_store_n(&w->cell->recycle, 1, __ATOMIC_RELAXED);
 }
 
@@ -269,7 +271,7 @@ wrk_loop(struct wrk *w, pid_t parent)
 
 	while (!quit) {
 		n = epoll_wait(w->ev.ep, ev, WRK_MAX_EVENTS, w->listening ||
-		    w->lfd == -1 || w->recycling ? -1 : WRK_RELISTEN_MS);
+		    w->lfd == -1 ? -1 : WRK_RELISTEN_MS);
 		if (n == -1 && errno != EINTR) {
 			log_warn("epoll_wait");
 			break;
@@ -280,8 +282,7 @@ wrk_loop(struct wrk *w, pid_t parent)
 		if (w->draining && (w->nconns == 0 ||
 		    w->now_ns >= w->drain_deadline_ns))
 			break;
-		if (!w->draining && !w->recycling && !w->listening &&
-		    wrk_may_accept(w))
+		if (!w->draining && !w->listening && wrk_may_accept(w))
 			wrk_listen(w, 1);
 	}
 }

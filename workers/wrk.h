@@ -55,7 +55,7 @@ struct wrk {
 	int lfd, ufd;
 	int listening;          /* lfd is in the epoll set */
 	int draining;
-	int recycling;          /* past --max-requests: no new work */
+	int recycling;          /* past --max-requests: replacement asked for */
 	uint64_t drain_deadline_ns;
 	uint64_t now_ns;        /* CLOCK_MONOTONIC, refreshed every wakeup */
 	uint64_t recycle_at;    /* served count that triggers recycling */

@@ -582,9 +582,18 @@ def test_ttin_ttou(upperd):
 # 7. --max-requests
 
 def test_max_requests_recycles(upperd):
+    """Batches of 25 short connections against --max-requests 20 (at most
+    22 with the jitter): after each batch the worker is past its limit
+    and is replaced (it serves on until its replacement does, so a batch
+    is never kept waiting)."""
     d = upperd(workers=1, max_requests=20)
     failures = []
     sent = 0
+
+    def recycles():
+        return slot_of(get_stats(d.stats_port), 0)["restarts_by_reason"][
+            "recycle"]
+
     for i in range(100):
         msg = b"short connection number %d\n" % i
         try:
@@ -595,6 +604,10 @@ def test_max_requests_recycles(upperd):
         if got != msg.upper():
             failures.append((i, got))
         sent += len(msg)
+        if i % 25 == 24:
+            want = (i + 1) // 25
+            wait_until(lambda: recycles() >= want, 5,
+                       msg="recycle number %d" % want)
     assert failures == []
 
     def recycled():
@@ -1231,8 +1244,9 @@ MAX_REQ = 9
 def test_recycle_replacement_startup_failure_is_backed_off(upperd):
     """A recycling worker's replacement that exits 2 at startup is retried
     with the crash backoff, not forked again every tick; the recycling
-    worker takes no new clients meanwhile, they wait in the shared queues
-    and the replacement, once it can start, serves them and takes over."""
+    worker, the only one, goes on serving new clients meanwhile (nobody
+    else would accept them), and the replacement, once it can start,
+    takes over."""
     d = upperd(workers=1, max_requests=MAX_REQ)
     old = slot_of(get_stats(d.stats_port), 0)["pid"]
     starve = FdStarvation(d, old)
@@ -1245,13 +1259,19 @@ def test_recycle_replacement_startup_failure_is_backed_off(upperd):
         wait_until(lambda: replacement_failures(d.log()) or
                    startup_failures(d.log()), 3,
                    msg="the recycle's replacement to fail")
-        # clients arriving now wait for the replacement
-        qmsg = b"queued while the replacement fails\n"
+        # clients arriving now are served by the recycling worker
+        qmsg = b"arrived while the replacement fails\n"
         queued = tcp_connect(d.tcp_port)
         queued.sendall(qmsg)
+        assert recv_exactly(queued, len(qmsg), 5) == qmsg.upper()
+        queued.close()  # the old worker's drain waits for its clients
+        queued = None
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.settimeout(5)
         udp.sendto(qmsg, ("127.0.0.1", d.udp_port))
+        assert udp.recvfrom(65536)[0] == qmsg.upper()
         fails = wait_two_backed_off_failures(d)
+        serves(d, "the replacement backs off")
         t2 = fails[1][0]
         assert not pid_gone(old)
         log = d.log()
@@ -1275,9 +1295,6 @@ def test_recycle_replacement_startup_failure_is_backed_off(upperd):
         new = w["pid"]
         assert 1.9 <= w["started_at"] - t2 <= 3.0, \
             "retried %.3fs after a 2s backoff" % (w["started_at"] - t2)
-        assert recv_exactly(queued, len(qmsg), 5) == qmsg.upper()
-        udp.settimeout(5)
-        assert udp.recvfrom(65536)[0] == qmsg.upper()
         msg = b"served by the replacement\n"
         assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
         wait_until(lambda: pid_gone(old), 5, msg="old worker %d to drain" %
