@@ -280,7 +280,7 @@ def main():
     if meta.get("ref_vs_ref"):
         print("ref vs ref: the upperd column is a second upper-ref; the "
               "ratios show this machine's noise")
-    print(f"best of {meta.get('reps')} runs each (bulk: one more), {meta.get('warmup')} s "
+    print(f"best of {meta.get('reps')} runs each (bulk: two more), {meta.get('warmup')} s "
           f"warmup + {meta.get('duration')} s measured; {meta.get('cpus')} "
           f"CPUs; (d) holds {meta.get('idle_d')} idle connections; load "
           f"average at start {meta.get('loadavg_start')}")
