@@ -6,8 +6,8 @@
 # perf samples the whole machine (cpu-clock: this virtual machine has no
 # hardware counters).  Prints for each run how the two CPUs were shared
 # between the load generator, the server, idle time and the rest, and the
-# server's samples split by object (kernel, the server, libc) and its
-# hottest functions.  In this virtual machine a sample taken while
+# server's samples split between kernel and user space, its hottest
+# user-space functions and its hottest functions overall.  In this virtual machine a sample taken while
 # interrupts are off lands on the instruction that turns them back on, so
 # _raw_spin_unlock_irqrestore and handle_softirqs stand for the network
 # stack's work around them.
@@ -22,7 +22,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${BIN:-$HERE/../../bin}
 PY=${PYTHON:-python3}
 DUR=${PROFILE_DURATION:-3}
-TOP=${PROFILE_TOP:-14}
+TOP=${PROFILE_TOP:-10}
 
 command -v perf >/dev/null || { echo "profile: perf missing" >&2; exit 1; }
 for b in upperd upper-ref upper-bench upper; do
@@ -108,9 +108,16 @@ profile() {
 	    2>"$WORK/run.err" || { cat "$WORK/run.err" >&2; return; }
 	echo "  $(head -1 "$WORK/run.out" | cut -c1-110)"
 	shares "$data" "$comm"
-	echo "  server's samples by object: $(perf report -i "$data" \
-	    --comm "$comm" --sort dso --stdio -q --percentage relative \
-	    2>/dev/null | awk 'NF { printf "%s%s %s", sep, $2, $1; sep = ", " }')"
+	perf report -i "$data" --comm "$comm" --sort sym --stdio -q \
+	    --percentage relative 2>/dev/null | awk 'NF {
+		p = $1; sub(/%/, "", p)
+		if ($2 == "[k]") k += p; else u += p }
+	    END { printf "  server: kernel %.1f %%, user space %.1f %% " \
+		"of its samples\n", k, u }'
+	echo "  server's user-space functions:"
+	perf report -i "$data" --comm "$comm" --sort sym --stdio -q \
+	    --percentage relative 2>/dev/null | awk '$2 == "[.]"' |
+	    head -5 | sed 's/^/   /'
 	echo "  server's hottest functions (% of the server's samples):"
 	perf report -i "$data" --comm "$comm" --sort dso,sym --stdio -q \
 	    --percentage relative 2>/dev/null | awk 'NF' | head -"$TOP" |
