@@ -40,19 +40,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-	"$PY" - <<'EOF'
-import random, socket
-for _ in range(200):
-    p = random.randint(20000, 32000)
-    try:
-        t = socket.socket(); t.bind(("127.0.0.1", p))
-        u = socket.socket(type=socket.SOCK_DGRAM); u.bind(("127.0.0.1", p))
-        t.close(); u.close(); print(p); break
-    except OSError:
-        pass
-EOF
-}
+. "$HERE/lib.sh"
 
 # A server answers PING once its workers serve.
 wait_ping() {

@@ -92,20 +92,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null
 FDMAX=$(ulimit -n)
 CLK=$(getconf CLK_TCK)
 
-# A port free for both TCP and UDP on 127.0.0.1, below the ephemeral range.
-free_port() {
-	"$PY" - <<'EOF'
-import random, socket
-for _ in range(200):
-    p = random.randint(20000, 32000)
-    try:
-        t = socket.socket(); t.bind(("127.0.0.1", p))
-        u = socket.socket(type=socket.SOCK_DGRAM); u.bind(("127.0.0.1", p))
-        t.close(); u.close(); print(p); break
-    except OSError:
-        pass
-EOF
-}
+. "$HERE/lib.sh"
 
 # "pid state ppid utime stime" for every process (comm stripped: it may
 # hold spaces).

@@ -859,12 +859,7 @@ def test_reload_kills_old_worker_that_outlives_its_drain(upperd, tmp_path):
         sigstop_worker(d, old)
         os.kill(d.pid, signal.SIGHUP)
 
-        def replaced():
-            w = slot_of(get_stats(d.stats_port), 0)
-            return w if (w["pid"] not in (None, old) and
-                         w["state"] == "running") else None
-
-        new = wait_until(replaced, 5, msg="slot 0 replaced")["pid"]
+        new = wait_replaced(d, (old,), "slot 0 replaced")["pid"]
         msg = b"served by the replacement\n"
         assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
         wait_until(lambda: pid_gone(old), KILL_AFTER + 2.0,
@@ -1022,24 +1017,13 @@ def test_reload_replacement_never_ready_is_killed_and_retried(upperd,
         wait_until(lambda: pid_gone(bad), 2,
                    msg="the stopped replacement %d to be killed" % bad)
 
-        def swapped():
-            w = slot_of(get_stats(d.stats_port), 0)
-            return w if (w["pid"] not in (None, old, bad) and
-                         w["state"] == "running") else None
-
-        w = wait_until(swapped, 5, msg="a second replacement serving")
+        w = wait_replaced(d, (old, bad), "a second replacement serving")
         new = w["pid"]
         retry = w["started_at"] - t_kill
         assert 0.9 <= retry <= 2.5, "retried %.3fs after the kill" % retry
         msg = b"served by the second replacement\n"
         assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
-        wait_until(lambda: pid_gone(old), 5, msg="old worker %d to drain" %
-                   old)
-        w = wait_until(lambda: (lambda w: w if w["last_exit"] == "exit 0"
-                                else None)(slot_of(get_stats(d.stats_port),
-                                                   0)),
-                       2, msg="the old worker's clean exit")
-        assert w["pid"] == new and w["state"] == "running", w
+        w = wait_drained(d, old, new)
         assert w["restarts_by_reason"] == reasons(hung=1, reload=1), w
         log = d.log()
         assert log_matches(log, r"worker 0 pid %d stopped \(signal 9\)" %
@@ -1125,6 +1109,26 @@ def after_reload(text, pattern):
     return [(t, m) for t, m in stamped(text, pattern) if t >= rl[0][0]]
 
 
+def wait_replaced(d, gone, what):
+    """Slot 0's record once a pid not in gone runs there."""
+    def replaced():
+        w = slot_of(get_stats(d.stats_port), 0)
+        return w if (w["pid"] not in (None,) + tuple(gone) and
+                     w["state"] == "running") else None
+    return wait_until(replaced, 5, msg=what)
+
+
+def wait_drained(d, old, new):
+    """Slot 0's record once its old worker has drained and exited 0, with
+    new serving in its place."""
+    wait_until(lambda: pid_gone(old), 5, msg="old worker %d to drain" % old)
+    w = wait_until(lambda: (lambda w: w if w["last_exit"] == "exit 0"
+                            else None)(slot_of(get_stats(d.stats_port), 0)),
+                   2, msg="the old worker's clean exit")
+    assert w["pid"] == new and w["state"] == "running", w
+    return w
+
+
 def serves(d, what):
     msg = b"served while %s\n" % what.encode()
     assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
@@ -1203,23 +1207,12 @@ def test_reload_replacement_startup_failure_is_retried(upperd):
         assert w["restarts_by_reason"] == reasons(crash=2), w
         assert http_get(d.stats_port, "/healthz")[0] == 200
 
-        def swapped():
-            w = slot_of(get_stats(d.stats_port), 0)
-            return w if (w["pid"] not in (None, old) and
-                         w["state"] == "running") else None
-
-        w = wait_until(swapped, 5, msg="a replacement serving in slot 0")
+        w = wait_replaced(d, (old,), "a replacement serving in slot 0")
         new = w["pid"]
         assert 1.9 <= w["started_at"] - t2 <= 3.0, \
             "retried %.3fs after a 2s backoff" % (w["started_at"] - t2)
         serves(d, "the replacement took over")
-        wait_until(lambda: pid_gone(old), 5, msg="old worker %d to drain" %
-                   old)
-        w = wait_until(lambda: (lambda w: w if w["last_exit"] == "exit 0"
-                                else None)(slot_of(get_stats(d.stats_port),
-                                                   0)),
-                       2, msg="the old worker's clean exit")
-        assert w["pid"] == new and w["state"] == "running", w
+        w = wait_drained(d, old, new)
         assert w["restarts_by_reason"] == reasons(crash=2, reload=1), w
         log = d.log()
         swap = stamped(log, r"^worker 0 pid %d replaced by pid %d "
@@ -1286,24 +1279,13 @@ def test_recycle_replacement_startup_failure_is_backed_off(upperd):
             old, "running", "exit 2"), w
         assert w["restarts_by_reason"] == reasons(crash=2), w
 
-        def swapped():
-            w = slot_of(get_stats(d.stats_port), 0)
-            return w if (w["pid"] not in (None, old) and
-                         w["state"] == "running") else None
-
-        w = wait_until(swapped, 5, msg="a replacement serving in slot 0")
+        w = wait_replaced(d, (old,), "a replacement serving in slot 0")
         new = w["pid"]
         assert 1.9 <= w["started_at"] - t2 <= 3.0, \
             "retried %.3fs after a 2s backoff" % (w["started_at"] - t2)
         msg = b"served by the replacement\n"
         assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
-        wait_until(lambda: pid_gone(old), 5, msg="old worker %d to drain" %
-                   old)
-        w = wait_until(lambda: (lambda w: w if w["last_exit"] == "exit 0"
-                                else None)(slot_of(get_stats(d.stats_port),
-                                                   0)),
-                       2, msg="the old worker's clean exit")
-        assert w["pid"] == new and w["state"] == "running", w
+        w = wait_drained(d, old, new)
         assert w["restarts_by_reason"] == reasons(crash=2, recycle=1), w
         log = d.log()
         assert log_matches(log, r"^worker 0 pid %d replaced by pid %d "
