@@ -1129,6 +1129,18 @@ def wait_drained(d, old, new):
     return w
 
 
+def restore_before_retry(d, starve, old, t2):
+    """Give the fds back within the 2 s backoff that follows the second
+    failure (at t2): slot 0 is still the old worker's, two crashes
+    counted."""
+    starve.restore()
+    w = slot_of(get_stats(d.stats_port), 0)
+    assert time.time() < t2 + 2.0, "too slow to see the old worker"
+    assert (w["pid"], w["state"], w["last_exit"]) == (
+        old, "running", "exit 2"), w
+    assert w["restarts_by_reason"] == reasons(crash=2), w
+
+
 def serves(d, what):
     msg = b"served while %s\n" % what.encode()
     assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
@@ -1197,14 +1209,7 @@ def test_reload_replacement_startup_failure_is_retried(upperd):
         log = d.log()
         assert after_reload(log, r"ready: ") == [], log
         assert log_matches(log, r"not respawned|hung|not serving") == [], log
-        starve.restore()
-        # the next retry is 2 s after the second failure: slot 0 is still
-        # the old worker's, counting the two crashes
-        w = slot_of(get_stats(d.stats_port), 0)
-        assert time.time() < t2 + 2.0, "too slow to see the old worker"
-        assert (w["pid"], w["state"], w["last_exit"]) == (
-            old, "running", "exit 2"), w
-        assert w["restarts_by_reason"] == reasons(crash=2), w
+        restore_before_retry(d, starve, old, t2)
         assert http_get(d.stats_port, "/healthz")[0] == 200
 
         w = wait_replaced(d, (old,), "a replacement serving in slot 0")
@@ -1272,12 +1277,7 @@ def test_recycle_replacement_startup_failure_is_backed_off(upperd):
                                     r"--max-requests, recycling$" % old)) \
             == 1, log
         assert log_matches(log, r"not respawned|hung|not serving") == [], log
-        starve.restore()
-        w = slot_of(get_stats(d.stats_port), 0)
-        assert time.time() < t2 + 2.0, "too slow to see the old worker"
-        assert (w["pid"], w["state"], w["last_exit"]) == (
-            old, "running", "exit 2"), w
-        assert w["restarts_by_reason"] == reasons(crash=2), w
+        restore_before_retry(d, starve, old, t2)
 
         w = wait_replaced(d, (old,), "a replacement serving in slot 0")
         new = w["pid"]
