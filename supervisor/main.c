@@ -21,6 +21,9 @@
 #include "sup.h"
 
 static struct sup sup;
+/* Only a pid file this process wrote is ours to remove: a second instance
+ * that fails to bind must not delete the running one's. */
+static int pid_written;
 
 static void __attribute__((format(printf, 2, 3), noreturn))
 die(int status, const char *fmt, ...)
@@ -37,7 +40,7 @@ die(int status, const char *fmt, ...)
 	if ((size_t)n >= sizeof(line))
 		n = sizeof(line) - 1;
 	fprintf(stderr, "upperd: %.*s\n", n, line);
-	if (sup.cfg.pid_file[0] && sup.pid == getpid())
+	if (pid_written && sup.pid == getpid())
 		unlink(sup.cfg.pid_file);
 	exit(status);
 }
@@ -69,6 +72,7 @@ write_pid_file(const char *path)
 		return;
 	if ((f = fopen(path, "w")) == NULL)
 		die(1, "cannot write pid file %s: %s", path, strerror(errno));
+	pid_written = 1;
 	fprintf(f, "%d\n", (int)getpid());
 	if (fclose(f) != 0)
 		die(1, "cannot write pid file %s: %s", path, strerror(errno));
