@@ -16,6 +16,8 @@ void log_procname(const char *name);
 /* Append to path (O_APPEND) instead of stderr; called again to reopen after
  * rotation.  -1 with errno on failure, the old destination kept. */
 int log_open(const char *path);
+/* Back to stderr, as without --log-file (a reload that drops it). */
+void log_to_stderr(void);
 /* The fd lines go to, so a forked worker can keep it open. */
 int log_fd(void);
 

@@ -57,6 +57,15 @@ log_open(const char *path)
 	return 0;
 }
 
+void
+log_to_stderr(void)
+{
+	if (log_out != STDERR_FILENO)
+		close(log_out);
+	log_out = STDERR_FILENO;
+	log_stamp = 0;
+}
+
 int
 log_fd(void)
 {

@@ -521,6 +521,23 @@ sup_reload_slot(struct sup *s, unsigned i)
 	sup_begin_replace(s, i, SNAP_RELOAD);
 }
 
+/* A log file named, renamed or dropped by the new configuration; one that
+ * cannot be opened keeps the old destination. */
+static void
+sup_reload_log(const struct cfg *old, struct cfg *nc)
+{
+	if (strcmp(nc->log_file, old->log_file) == 0)
+		return;
+	if (nc->log_file[0] == '\0') {
+		log_info("reload: no log file configured, logging to stderr");
+		log_to_stderr();
+	} else if (log_open(nc->log_file) == -1) {
+		log_warn("reload: cannot open log file %s, keeping %s",
+		    nc->log_file, old->log_file[0] ? old->log_file : "stderr");
+		memcpy(nc->log_file, old->log_file, sizeof(nc->log_file));
+	}
+}
+
 /*
  * --sched-policy for the supervisor: SCHED_BATCH unless "normal", so a
  * scrape or a supervisor tick does not cut into a worker's batch (its own
@@ -558,12 +575,7 @@ sup_reload(struct sup *s)
 		return;
 	}
 	sup_keep_fixed(&s->cfg, &nc);
-	if (strcmp(nc.log_file, s->cfg.log_file) != 0 && nc.log_file[0] &&
-	    log_open(nc.log_file) == -1) {
-		log_warn("reload: cannot open log file %s, keeping %s",
-		    nc.log_file, s->cfg.log_file);
-		memcpy(nc.log_file, s->cfg.log_file, sizeof(nc.log_file));
-	}
+	sup_reload_log(&s->cfg, &nc);
 	s->cfg = nc;
 	log_setlevel(nc.log_level);
 	sup_apply_sched(&nc);

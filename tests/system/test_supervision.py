@@ -304,6 +304,29 @@ def test_usr1_reopens_log_file(upperd):
         assert LOG_LINE_RE.match(ln), ln
 
 
+def test_reload_dropping_log_file_logs_to_stderr(upperd, tmp_path):
+    """A reload whose file no longer names a log file sends the
+    supervisor's lines to stderr (the default), saying so in the old file
+    first; nothing more is written to the old file."""
+    log = tmp_path / "from-config.log"
+    cfg = tmp_path / "upperd.conf"
+    cfg.write_text("log-file = %s\n" % log)
+    d = upperd(log_to_file=False, config=str(cfg))
+    wait_until(lambda: log.exists() and "ready" in log.read_text(), 5,
+               msg="the ready line in the configured log file")
+    cfg.write_text("# log-file removed\n")
+    d.send_signal(signal.SIGHUP)
+    wait_until(lambda: "logging to stderr" in log.read_text(), 5,
+               msg="the switch announced in the old file")
+    size = log.stat().st_size
+    d.send_signal(signal.SIGTTIN)
+    wait_until(lambda: "scaling up to 3 workers" in d.stderr(), 5,
+               msg="a later line on stderr")
+    for ln in d.stderr().splitlines():
+        assert LOG_LINE_RE.match(ln), ln
+    assert log.stat().st_size == size, log.read_text()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="--user needs root")
 def test_user_nobody(upperd):
     nobody = pwd.getpwnam("nobody")
