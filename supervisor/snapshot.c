@@ -89,12 +89,18 @@ static void
 snap_fill_slot(struct sup *s, unsigned i, struct snap_worker *w)
 {
 	const struct sup_slot *sl = &s->slot[i];
+	int c = sl->active;
+	unsigned k, hwm = s->tab->ncells_hwm;
 
 	w->slot = i;
 	w->state = sup_slot_state(s, i);
-	if (sl->active >= 0) {
-		w->pid = s->proc[sl->active].pid;
-		w->started_at = s->proc[sl->active].started_at;
+	/* a retired slot still draining shows the process that drains */
+	for (k = 0; c < 0 && k < hwm; k++)
+		if (s->proc[k].pid && s->proc[k].slot == i)
+			c = (int)k;
+	if (c >= 0) {
+		w->pid = s->proc[c].pid;
+		w->started_at = s->proc[c].started_at;
 	}
 	memcpy(w->restarts_by_reason, sl->restarts, sizeof(sl->restarts));
 	memcpy(w->last_exit, sl->last_exit, sizeof(w->last_exit));

@@ -1439,3 +1439,34 @@ def test_stats_listener_out_of_fds_waits_without_spinning(upperd):
         starve.restore()
         if s is not None:
             s.close()
+
+
+def test_retired_slot_draining_shows_its_pid(upperd):
+    """TTOU retires slot 1 while a client holds a connection to it: the
+    slot is draining and /stats names the process that drains; once the
+    client leaves, the slot is stopped with no pid."""
+    d = upperd(workers=2, drain_timeout=30)
+    old1 = slot_of(get_stats(d.stats_port), 1)["pid"]
+    conns = []
+    try:
+        while slot_of(get_stats(d.stats_port), 1)[
+                "tcp_connections_active"] == 0:
+            assert len(conns) < 40, brief(get_stats(d.stats_port))
+            s = tcp_connect(d.tcp_port)
+            assert roundtrip_on(s, b"hold\n") == b"HOLD\n"
+            conns.append(s)
+        signal_and_wait_consumed(d.pid, signal.SIGTTOU)
+        w = wait_until(lambda: (lambda w: w if w["state"] == "draining"
+                                else None)(slot_of(get_stats(d.stats_port),
+                                                   1)),
+                       5, msg="slot 1 draining")
+        assert w["pid"] == old1, w
+        assert w["started_at"] is not None, w
+    finally:
+        for s in conns:
+            s.close()
+    w = wait_until(lambda: (lambda w: w if w["state"] == "stopped"
+                            else None)(slot_of(get_stats(d.stats_port), 1)),
+                   5, msg="slot 1 stopped")
+    assert w["pid"] is None, w
+    assert pid_gone(old1)
