@@ -240,8 +240,10 @@ wrk_setup(struct wrk *w)
 	return 0;
 }
 
+/* The tick is only noted here: it runs after the rest of the batch (see
+ * wrk_loop). */
 static void
-wrk_dispatch(struct wrk *w, const struct epoll_event *ev, pid_t parent,
+wrk_dispatch(struct wrk *w, const struct epoll_event *ev, int *tick,
     int *quit)
 {
 	switch (ev->data.u64) {
@@ -256,7 +258,7 @@ wrk_dispatch(struct wrk *w, const struct epoll_event *ev, pid_t parent,
 			*quit = 1;
 		break;
 	case EVSRC_TICK:
-		wrk_on_tick(w, parent);
+		*tick = 1;
 		break;
 	default:
 		tcp_event(w, ev->data.ptr, ev->events);
@@ -267,9 +269,10 @@ static void
 wrk_loop(struct wrk *w, pid_t parent)
 {
 	struct epoll_event ev[WRK_MAX_EVENTS];
-	int i, n, quit = 0;
+	int i, n, tick, quit = 0;
 
 	while (!quit) {
+		tick = 0;
 		n = epoll_wait(w->ev.ep, ev, WRK_MAX_EVENTS, w->listening ||
 		    w->lfd == -1 ? -1 : WRK_RELISTEN_MS);
 		if (n == -1 && errno != EINTR) {
@@ -278,7 +281,18 @@ wrk_loop(struct wrk *w, pid_t parent)
 		}
 		w->now_ns = ctr_clock_ns();
 		for (i = 0; i < n && !quit; i++)
-			wrk_dispatch(w, &ev[i], parent, &quit);
+			wrk_dispatch(w, &ev[i], &tick, &quit);
+		/*
+		 * Only after every other event of the batch: the tick closes
+		 * idle connections, and an event later in the batch may be
+		 * for one of them, by then closed and its struct reused (it
+		 * was closed twice).  Its input also means it is not idle.
+		 * Nothing else closes a connection in mid-batch: tcp_event
+		 * closes only its own, QUIT stops the batch before
+		 * tcp_close_all, and the drain deadline is checked below.
+		 */
+		if (tick && !quit)
+			wrk_on_tick(w, parent);
 		if (w->draining && (w->nconns == 0 ||
 		    w->now_ns >= w->drain_deadline_ns))
 			break;

