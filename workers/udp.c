@@ -131,6 +131,8 @@ udp_event(struct wrk *w)
 	struct wrk_udp *u = w->udp;
 	int b, n, k;
 
+	if (w->ufd == -1) /* closed by a drain earlier in this batch */
+		return;
 	for (b = 0; b < UDP_BATCHES_PER_EVENT; b++) {
 		udp_arm(u);
 		n = recvmmsg(w->ufd, u->in, UDP_BATCH, MSG_DONTWAIT, NULL);

@@ -121,7 +121,18 @@ wrk_drain(struct wrk *w)
 {
 	if (w->draining)
 		return;
+	/*
+	 * epoll watches the open socket, not our fd, and the supervisor and
+	 * the other workers keep both sockets open: closing our fd alone
+	 * would leave them registered, waking us for datagrams we can no
+	 * longer read and taking EPOLLEXCLUSIVE wakeups from the workers
+	 * that can.  So out of the epoll set first (wrk_listen does the
+	 * listener's), then closed.
+	 */
 	wrk_listen(w, 0);
+	if (w->ufd != -1 &&
+	    epoll_ctl(w->ev.ep, EPOLL_CTL_DEL, w->ufd, NULL) == -1)
+		log_warn("epoll_ctl del UDP socket");
 	if (w->lfd != -1)
 		close(w->lfd);
 	if (w->ufd != -1)

@@ -121,3 +121,52 @@ def test_idle_expiry_and_input_in_one_batch(upperd):
     assert t["tcp_connections_active"] == 0, t
     assert t["tcp_connections_rejected"] == 0, t
     assert slot_of(get_stats(d.stats_port), 0)["pid"] == wpid
+
+
+# --------------------------------------------------------------------------
+# 2. a draining worker and the shared UDP socket
+
+def test_draining_worker_leaves_udp_alone(upperd):
+    """After a reload the old workers drain their TCP connections.  They
+    closed their UDP fd, but the socket lives on in the other processes,
+    so an epoll registration left behind kept waking them: recvmmsg(-1)
+    failed with EBADF in a loop (a CPU each, udp_errors by the million)
+    and took exclusive wakeups from the new workers, stalling replies."""
+    d = upperd(workers=2, drain_timeout=20)
+    held = [tcp_connect(d.tcp_port, timeout=5) for _ in range(6)]
+    try:
+        for s in held:
+            s.sendall(b"x")
+            assert recv_exactly(s, 1, 5) == b"X"
+        old = [w["pid"] for w in get_stats(d.stats_port)["workers"]]
+        nsock = {p: len(fds_of(p, "socket:")) for p in old}
+        os.kill(d.pid, signal.SIGHUP)
+        wait_until(lambda: all(w["pid"] not in old and w["state"] ==
+                               "running" for w in
+                               get_stats(d.stats_port)["workers"]),
+                   10, msg="new workers running")
+        draining = [p for p in old if os.path.exists("/proc/%d" % p)]
+        assert draining, "no old worker kept a connection"
+        # Draining has begun once an old worker has closed the listener
+        # and the UDP socket and holds only its clients.
+        for p in draining:
+            wait_until(lambda: len(fds_of(p, "socket:")) == nsock[p] - 2, 5,
+                       msg="worker %d to close the shared sockets" % p)
+        e0 = get_stats(d.stats_port)["totals"]["udp_errors"]
+        c0 = {p: cpu_seconds(p) for p in draining}
+        end = time.monotonic() + 1.0
+        i = 0
+        while time.monotonic() < end:
+            msg = b"ping %d" % i
+            t = time.monotonic()
+            assert udp_roundtrip(d.udp_port, msg, timeout=2) == msg.upper()
+            assert time.monotonic() - t < 0.5, "reply took %.2fs" % (
+                time.monotonic() - t)
+            i += 1
+        spent = {p: cpu_seconds(p) - c0[p] for p in draining}
+        errors = get_stats(d.stats_port)["totals"]["udp_errors"] - e0
+        assert errors == 0, "udp_errors +%d" % errors
+        assert all(s < 0.3 for s in spent.values()), spent
+    finally:
+        for s in held:
+            s.close()
