@@ -21,6 +21,7 @@
 
 #define TCP_ACCEPT_BATCH 64
 #define TCP_READS_PER_EVENT 4
+#define TCP_ACCEPT_PAUSE_NS 100000000ULL /* 100 ms, after fds run out */
 
 static void
 lru_unlink(struct wconn_list *l, struct wconn *c)
@@ -116,8 +117,31 @@ tcp_add(struct wrk *w, int fd)
 	wrk_served(w, 1);
 }
 
+/*
+ * Out of fds or memory: accept4 would fail again at once and leave the
+ * connection queued, so stop watching the listener for a while (nginx's
+ * accept pause) instead of retrying in a tight loop; wrk_loop listens
+ * again once it is over.  Meanwhile the other workers, which may have fds
+ * to spare, take the backlog.  That is why a waiting connection is not
+ * accepted on a reserved fd and closed: it would turn away a client that
+ * another worker, or this one a moment later, could serve; when every
+ * worker is out, the kernel's backlog makes clients wait, as with nginx.
+ * One warning per episode, which ends at the next accept that succeeds.
+ */
+static void
+tcp_accept_pause(struct wrk *w)
+{
+	if (!w->accept_failing)
+		log_warn("accept4, not accepting for %llu ms at a time "
+		    "until it succeeds",
+		    (unsigned long long)TCP_ACCEPT_PAUSE_NS / 1000000);
+	w->accept_failing = 1;
+	w->accept_resume_ns = w->now_ns + TCP_ACCEPT_PAUSE_NS;
+	wrk_listen(w, 0);
+}
+
 /* Accept a batch; stop early when this worker holds more than its share
- * (another worker takes the rest) or fds run out (retried next tick). */
+ * (another worker takes the rest) or fds run out (tcp_accept_pause). */
 void
 tcp_accept(struct wrk *w)
 {
@@ -133,11 +157,13 @@ tcp_accept(struct wrk *w)
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			if (errno == EMFILE || errno == ENFILE ||
-			    errno == ENOBUFS || errno == ENOMEM) {
-				log_warn("accept4");
-				wrk_listen(w, 0);
-			}
+			    errno == ENOBUFS || errno == ENOMEM)
+				tcp_accept_pause(w);
 			return;
+		}
+		if (w->accept_failing) {
+			w->accept_failing = 0;
+			log_info("accept4 succeeds again");
 		}
 		if (w->nconns >= w->cfg->max_conns) {
 			close(fd);

@@ -276,6 +276,19 @@ wrk_dispatch(struct wrk *w, const struct epoll_event *ev, int *tick,
 	}
 }
 
+/* epoll_wait's timeout: a worker that stepped back from the listener
+ * checks often whether to take it again, or when its accept pause ends. */
+static int
+wrk_timeout(const struct wrk *w)
+{
+	if (w->listening || w->lfd == -1)
+		return -1;
+	if (w->now_ns < w->accept_resume_ns)
+		return (int)((w->accept_resume_ns - w->now_ns + 999999) /
+		    1000000);
+	return WRK_RELISTEN_MS;
+}
+
 static void
 wrk_loop(struct wrk *w, pid_t parent)
 {
@@ -284,8 +297,7 @@ wrk_loop(struct wrk *w, pid_t parent)
 
 	while (!quit) {
 		tick = 0;
-		n = epoll_wait(w->ev.ep, ev, WRK_MAX_EVENTS, w->listening ||
-		    w->lfd == -1 ? -1 : WRK_RELISTEN_MS);
+		n = epoll_wait(w->ev.ep, ev, WRK_MAX_EVENTS, wrk_timeout(w));
 		if (n == -1 && errno != EINTR) {
 			log_warn("epoll_wait");
 			break;
@@ -307,7 +319,8 @@ wrk_loop(struct wrk *w, pid_t parent)
 		if (w->draining && (w->nconns == 0 ||
 		    w->now_ns >= w->drain_deadline_ns))
 			break;
-		if (!w->draining && !w->listening && wrk_may_accept(w))
+		if (!w->draining && !w->listening &&
+		    w->now_ns >= w->accept_resume_ns && wrk_may_accept(w))
 			wrk_listen(w, 1);
 	}
 }

@@ -57,6 +57,8 @@ struct wrk {
 	int draining;
 	int recycling;          /* past --max-requests: replacement asked for */
 	uint64_t drain_deadline_ns;
+	uint64_t accept_resume_ns; /* accept paused (fds out) until then */
+	int accept_failing;     /* warned; until an accept succeeds */
 	uint64_t now_ns;        /* CLOCK_MONOTONIC, refreshed every wakeup */
 	uint64_t recycle_at;    /* served count that triggers recycling */
 	unsigned tick_seq;      /* ticks so far */

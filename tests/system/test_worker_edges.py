@@ -20,7 +20,7 @@ import threading
 import time
 
 from conftest import recv_exactly, tcp_connect, udp_roundtrip, wait_until
-from lifecycle_load import get_stats, log_matches, safe_kill, slot_of
+from lifecycle_load import get_stats, log_events, safe_kill, slot_of
 
 
 # --------------------------------------------------------------------------
@@ -66,6 +66,11 @@ def tcp_rx_queue(server_port, client_port):
 def cpu_seconds(pid):
     f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def accept_warnings(d):
+    return [m for lvl, _, _, m in log_events(d.log())
+            if lvl == "warn" and "accept4" in m]
 
 
 def assert_serves(d, n=3):
@@ -170,3 +175,45 @@ def test_draining_worker_leaves_udp_alone(upperd):
     finally:
         for s in held:
             s.close()
+
+
+# --------------------------------------------------------------------------
+# 3. accept(2) out of fds
+
+def test_emfile_pauses_accepting(upperd):
+    """A worker out of fds stops accepting for a moment instead of
+    retrying accept4 at once (a CPU spent and a warning per failure, some
+    250,000 lines a second), warns once per episode, and serves the
+    clients that waited once fds are free again."""
+    d = upperd(workers=1, max_conns=1000)
+    wpid = slot_of(get_stats(d.stats_port), 0)["pid"]
+    old = resource.prlimit(wpid, resource.RLIMIT_NOFILE)
+    clients = []
+    try:
+        # Room for exactly two more fds above the highest one open.
+        top = max(int(fd) for fd in os.listdir("/proc/%d/fd" % wpid))
+        resource.prlimit(wpid, resource.RLIMIT_NOFILE, (top + 3, old[1]))
+        clients = [tcp_connect(d.tcp_port, timeout=5) for _ in range(6)]
+        wait_until(lambda: accept_warnings(d), 5,
+                   msg="accept4 to fail")
+        c0 = cpu_seconds(wpid)
+        # Deliberate observation window: what a retry loop would log.
+        time.sleep(1.0)
+        spent = cpu_seconds(wpid) - c0
+        warned = len(accept_warnings(d))
+        assert warned == 1, "%d accept4 warnings" % warned
+        assert spent < 0.3, "worker spent %.2fs of CPU in 1 s" % spent
+    finally:
+        resource.prlimit(wpid, resource.RLIMIT_NOFILE, old)
+    try:
+        for i, s in enumerate(clients):
+            msg = b"waited %d\n" % i
+            s.sendall(msg)
+            assert recv_exactly(s, len(msg), 5) == msg.upper()
+    finally:
+        for s in clients:
+            s.close()
+    t = get_stats(d.stats_port)["totals"]
+    assert t["tcp_connections_accepted"] == 6, t
+    assert t["tcp_connections_rejected"] == 0, t
+    assert len(accept_warnings(d)) == 1, d.log()
