@@ -10,6 +10,8 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#include <linux/tcp.h>  /* tcp_info with tcpi_bytes_acked (glibc's lacks it) */
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -75,6 +77,44 @@ conn_close(struct wrk *w, struct wconn *c)
 	w->free_conns = c;
 }
 
+/* Not idle now: to the tail of the idle order. */
+static void
+conn_active(struct wrk *w, struct wconn *c)
+{
+	c->last_active_ns = w->now_ns;
+	lru_unlink(&w->lru, c);
+	lru_append(&w->lru, c);
+}
+
+/* How much of our output the client's TCP has acknowledged; 0 when
+ * unknown (a kernel before 4.2 leaves the field out). */
+static uint64_t
+conn_acked(const struct wconn *c)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1)
+		return 0;
+	return ti.tcpi_bytes_acked;
+}
+
+/* Has a connection with pending output taken any of it since we last
+ * looked?  The kernel's send buffer holds far more than the client takes
+ * in one timeout, so our own writes (tcp_flush) can pause for longer than
+ * that while the client reads steadily: only the ACKs tell. */
+static int
+conn_taking(struct wconn *c)
+{
+	uint64_t acked = conn_acked(c);
+
+	if (acked <= c->acked)
+		return 0;
+	c->acked = acked;
+	return 1;
+}
+
 static int
 conn_interest(struct wrk *w, struct wconn *c, uint32_t events)
 {
@@ -99,7 +139,7 @@ tcp_add(struct wrk *w, int fd)
 	}
 	c->fd = fd;
 	c->events = EPOLLIN;
-	c->accepted_ns = c->last_rx_ns = w->now_ns;
+	c->accepted_ns = c->last_active_ns = w->now_ns;
 	ev.data.ptr = c;
 	if (epoll_ctl(w->ev.ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
 		log_warn("epoll_ctl add connection");
@@ -214,6 +254,7 @@ tcp_send(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t len)
 		conn_close(w, c);
 		return -1;
 	}
+	c->acked = conn_acked(c); /* for conn_taking */
 	memcpy(c->pend, buf + off, len - (size_t)off);
 	c->pend_len = (uint32_t)(len - (size_t)off);
 	c->pend_off = 0;
@@ -289,10 +330,8 @@ tcp_read_once(struct wrk *w, struct wconn *c)
 		ctr_add(w->cell, CTR_tcp_bytes_received, (uint64_t)n);
 		ctr_add(w->cell, CTR_tcp_lines_received,
 		    count_newlines(w->inbuf, (size_t)n));
-		c->last_rx_ns = w->now_ns;
 		w->cell->activity_ns = w->now_ns;
-		lru_unlink(&w->lru, c);
-		lru_append(&w->lru, c);
+		conn_active(w, c);
 		out = upc_feed(&c->st, mode, w->inbuf, (size_t)n, w->outbuf);
 		if (tcp_send(w, c, w->outbuf, out) == -1)
 			return -1;
@@ -317,6 +356,9 @@ tcp_flush(struct wrk *w, struct wconn *c)
 
 	if (n == -1)
 		return -1;
+	/* taking our reply: not idle (see tcp_expire_idle) */
+	if (n > 0)
+		conn_active(w, c);
 	c->pend_off += (uint32_t)n;
 	if (c->pend_off < c->pend_len)
 		return 0;
@@ -346,15 +388,25 @@ tcp_event(struct wrk *w, struct wconn *c, uint32_t events)
 		conn_close(w, c);
 }
 
-/* Oldest input first: stop at the first connection still within the
- * timeout. */
+/*
+ * Least recently active first: stop at the first connection still within
+ * the timeout.  A connection we do not read because its reply is pending
+ * "sends nothing", but one still taking that reply is not idle (nginx's
+ * send_timeout): it gets another period.  One that takes nothing for a
+ * whole period is closed, within twice the timeout at worst.
+ */
 void
 tcp_expire_idle(struct wrk *w)
 {
 	uint64_t limit = (uint64_t)w->cfg->idle_timeout * 1000000000ULL;
 	struct wconn *c;
 
-	while ((c = w->lru.head) != NULL && w->now_ns - c->last_rx_ns >= limit) {
+	while ((c = w->lru.head) != NULL &&
+	    w->now_ns - c->last_active_ns >= limit) {
+		if (c->pend != NULL && conn_taking(c)) {
+			conn_active(w, c);
+			continue;
+		}
 		ctr_add(w->cell, CTR_tcp_idle_timeouts, 1);
 		conn_close(w, c);
 	}

@@ -37,9 +37,11 @@ struct wconn {
 	uint8_t *pend;          /* unsent output, NULL when none */
 	uint32_t pend_len;
 	uint32_t pend_off;
+	uint64_t acked;         /* while pend: the client's TCP had taken this
+				   much of our output when last looked at */
 	uint64_t accepted_ns;
-	uint64_t last_rx_ns;    /* for --idle-timeout */
-	struct wconn *prev, *next; /* idle order: oldest input first */
+	uint64_t last_active_ns; /* input, or output taken: --idle-timeout */
+	struct wconn *prev, *next; /* idle order: least recently active first */
 };
 
 struct wconn_list {

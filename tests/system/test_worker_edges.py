@@ -217,3 +217,76 @@ def test_emfile_pauses_accepting(upperd):
     assert t["tcp_connections_accepted"] == 6, t
     assert t["tcp_connections_rejected"] == 0, t
     assert len(accept_warnings(d)) == 1, d.log()
+
+
+# --------------------------------------------------------------------------
+# 4. --idle-timeout and a reply still being taken
+
+def test_idle_timeout_spares_a_reply_being_read(upperd):
+    """A client sends a large request and takes the reply slowly but
+    steadily.  The worker stops reading it while the reply is pending, so
+    the client "sends nothing" for longer than --idle-timeout, yet it is
+    not idle: it is taking our reply (like nginx's send_timeout).  It was
+    cut mid-reply by a reset.  The worker's own writes are no measure:
+    the kernel's send buffer holds seconds of this client's reading, so
+    the worker may not write to it for longer than the timeout."""
+    d = upperd(workers=1, idle_timeout=1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(5)
+    s.connect(("127.0.0.1", d.tcp_port))
+    req = b"abcdefgh\n" * ((4 << 20) // 9)
+
+    def writer():
+        try:
+            s.sendall(req)
+        except OSError:
+            pass  # we close with most of it unsent
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    got = bytearray()
+    try:
+        # About 80 KB/s for 3 s, three times the timeout; every read
+        # gets something, so the client is never idle for long.
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            b = s.recv(4096)
+            assert b, "EOF after %d bytes" % len(got)
+            got += b
+            time.sleep(0.05)
+    finally:
+        s.close()
+        t.join(5)
+    assert bytes(got) == req[:len(got)].upper()
+    assert get_stats(d.stats_port)["totals"]["tcp_idle_timeouts"] == 0
+
+
+def test_idle_timeout_still_closes_a_client_that_takes_nothing(upperd):
+    """The other side of the test above: a client that sends a large
+    request and never reads its reply is still idle, pending output or
+    not, and is closed within twice the timeout (plus a tick)."""
+    d = upperd(workers=1, idle_timeout=1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(5)
+    s.connect(("127.0.0.1", d.tcp_port))
+
+    def writer():
+        try:
+            s.sendall(b"x" * (4 << 20))
+        except OSError:
+            pass  # closed by the server, or by us at the end
+
+    t = threading.Thread(target=writer, daemon=True)
+    try:
+        t.start()
+        wait_until(lambda: get_stats(d.stats_port)["totals"]
+                   ["tcp_bytes_received"] > 0, 5, msg="the request read")
+        start = time.monotonic()
+        wait_until(lambda: get_stats(d.stats_port)["totals"]
+                   ["tcp_idle_timeouts"] == 1, 5, msg="an idle timeout")
+        assert time.monotonic() - start < 3.0
+    finally:
+        s.close()
+        t.join(5)
