@@ -215,14 +215,16 @@ tcp_accept(struct wrk *w)
 }
 
 /* Write as much of buf as the socket takes now, counting it; returns the
- * bytes written, or -1 when the connection is dead (and closed). */
+ * bytes written, or -1 when the connection is dead (and closed).  What a
+ * send took before a later one failed was sent all the same: counted. */
 static ssize_t
 tcp_write(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t len)
 {
 	size_t off = 0;
 	ssize_t n;
+	int dead = 0;
 
-	while (off < len) {
+	while (off < len && !dead) {
 		n = send(c->fd, buf + off, len - off, MSG_NOSIGNAL);
 		if (n > 0)
 			off += (size_t)n;
@@ -230,12 +232,14 @@ tcp_write(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t len)
 			continue;
 		else if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			break;
-		else {
-			conn_close(w, c);
-			return -1;
-		}
+		else
+			dead = 1;
 	}
 	ctr_add(w->cell, CTR_tcp_bytes_sent, off);
+	if (dead) {
+		conn_close(w, c);
+		return -1;
+	}
 	return (ssize_t)off;
 }
 
