@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <microhttpd.h>
+#include <poll.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -92,11 +93,14 @@ gate_pause(struct sup *s)
 		gate_paused = 1;
 }
 
-/* The stats listener is readable: take every waiting connection. */
+/* The stats listener is readable: take every waiting connection.  Its
+ * sockets are edge-triggered: a request still arriving stays unread (it
+ * is only peeked, for libmicrohttpd to read), so level-triggered epoll
+ * would report it ready again at once until the deadline, a busy loop. */
 void
 gate_accept(struct sup *s)
 {
-	struct epoll_event ev = { .events = EPOLLIN };
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET };
 	struct gate_conn *g;
 	int fd;
 
@@ -128,6 +132,17 @@ gate_accept(struct sup *s)
 	}
 }
 
+/* Has the client shut down its side?  Then a request still incomplete
+ * never will be; the epoll event's flags do not reach gate_event. */
+static int
+gate_peer_closed(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+
+	return poll(&p, 1, 0) == 1 &&
+	    (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 void
 gate_event(struct sup *s, void *ptr)
 {
@@ -144,6 +159,9 @@ gate_event(struct sup *s, void *ptr)
 	}
 	switch (gate_check(buf, (size_t)n)) {
 	case GATE_MORE:
+		/* The next segment or the client's FIN is the next edge. */
+		if (gate_peer_closed(g->fd))
+			gate_drop(s, g, NULL, 0);
 		return;
 	case GATE_BAD:
 		gate_drop(s, g, gate_400, sizeof(gate_400) - 1);
