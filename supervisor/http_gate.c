@@ -41,8 +41,29 @@ static const char gate_400[] = "HTTP/1.1 400 Bad Request\r\n"
     "Content-Type: text/plain\r\nContent-Length: 12\r\n"
     "Connection: close\r\n\r\nbad request\n";
 static const char gate_414[] = "HTTP/1.1 414 URI Too Long\r\n"
-    "Content-Type: text/plain\r\nContent-Length: 18\r\n"
+    "Content-Type: text/plain\r\nContent-Length: 17\r\n"
     "Connection: close\r\n\r\nrequest too long\n";
+
+static const char gate_503[] = "HTTP/1.1 503 Service Unavailable\r\n"
+    "Content-Type: text/plain\r\nContent-Length: 12\r\n"
+    "Connection: close\r\n\r\nserver busy\n";
+
+/* The request was only peeked at, and close() with unread bytes sends a
+ * reset, which destroys a reply the client has not read yet (curl: "Recv
+ * failure").  So discard what is queued, bounded (a client still sending
+ * after that gets its reset), and end with a FIN. */
+static void
+gate_close(int fd)
+{
+	char buf[4096];
+	int i;
+
+	for (i = 0; i < 16; i++)
+		if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
+			break;
+	shutdown(fd, SHUT_WR);
+	close(fd);
+}
 
 static void
 gate_drop(struct sup *s, struct gate_conn *g, const char *reply,
@@ -51,7 +72,7 @@ gate_drop(struct sup *s, struct gate_conn *g, const char *reply,
 	if (reply != NULL)
 		(void)!send(g->fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	epoll_ctl(s->ev.ep, EPOLL_CTL_DEL, g->fd, NULL);
-	close(g->fd);
+	gate_close(g->fd);
 	g->fd = -1;
 }
 
@@ -70,7 +91,7 @@ gate_slot(struct sup *s)
 		if (gates[i].deadline_ns < oldest->deadline_ns)
 			oldest = &gates[i];
 	}
-	gate_drop(s, oldest, NULL, 0);
+	gate_drop(s, oldest, gate_503, sizeof(gate_503) - 1);
 	return oldest;
 }
 

@@ -7,12 +7,38 @@ client is owed (an answer, then a clean close).
 """
 
 import os
+import shutil
 import socket
+import subprocess
 import time
 
-from conftest import (recv_until_eof, status_of, tcp_connect)
+import pytest
+
+from conftest import (recv_until_eof, status_of, tcp_connect, wait_until)
 
 GOOD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+GATE_SLOTS = 64  # GATE_MAX in http_gate.c
+TCP_CLOSE, TCP_CLOSE_WAIT = 7, 8  # include/net/tcp_states.h
+
+
+def server_closed(s):
+    """True once the server has closed s (a FIN or a reset came in), read
+    from the socket's TCP state: the client has not read anything yet."""
+    state = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    return state in (TCP_CLOSE, TCP_CLOSE_WAIT)
+
+
+def read_after_close(s, timeout=5):
+    """Wait until the server has closed s, then read what it left: a reply
+    must survive a client slower to read than the server is to close."""
+    wait_until(lambda: server_closed(s), timeout=timeout,
+               msg="the server to close the connection")
+    try:
+        return recv_until_eof(s, timeout=timeout)
+    except ConnectionResetError as e:
+        raise AssertionError("reset instead of a reply and a FIN: %r" % e)
 
 
 def cpu_seconds(pid):
@@ -61,4 +87,48 @@ def test_half_closed_partial_request_dropped(daemon):
         got = b""
     s.close()
     assert got == b""
+    assert daemon.healthz()[0] == 200
+
+
+def test_gate_reply_survives_a_slow_reader(daemon):
+    """A 400 and a 414 from the gate end in a FIN, not a reset: the request
+    bytes it only peeked at are read and discarded before the close."""
+    for req, code in ((b"GARBAGE\r\nHost: x\r\n\r\n" + b"y" * 1000, 400),
+                      (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414)):
+        s = tcp_connect(daemon.stats_port)
+        s.sendall(req)
+        raw = read_after_close(s)
+        s.close()
+        assert status_of(raw) == code, raw[:80]
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert b"\r\nConnection: close" in head, head
+        assert b"\r\nContent-Length: %d\r\n" % len(body) in head + b"\r\n"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl")
+def test_curl_gets_414_without_reset(daemon):
+    """curl reported "Recv failure: Connection reset by peer" (exit 56)
+    after the gate's 414."""
+    url = "http://127.0.0.1:%d/%s" % (daemon.stats_port, "a" * 9000)
+    for _ in range(3):
+        r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w",
+                            "%{http_code}", url], capture_output=True,
+                           text=True, timeout=10)
+        assert (r.returncode, r.stdout) == (0, "414"), r.stderr
+
+
+def test_evicted_waiter_gets_503_and_fin(daemon):
+    """With every gate slot taken, a new client evicts the oldest waiter,
+    which gets a 503 and a clean close rather than a reset."""
+    held = []
+    try:
+        for _ in range(GATE_SLOTS + 1):
+            s = tcp_connect(daemon.stats_port)
+            s.sendall(b"GET /sta")
+            held.append(s)
+        raw = read_after_close(held[0])
+        assert status_of(raw) == 503, raw[:80]
+    finally:
+        for s in held:
+            s.close()
     assert daemon.healthz()[0] == 200
