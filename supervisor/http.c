@@ -139,12 +139,14 @@ int
 sup_http_start(struct sup *s)
 {
 	gate_init();
+	/* The logger first: libmicrohttpd writes whatever it logs before
+	 * this option raw to stderr, and warns when it is not first. */
 	s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
 	    MHD_USE_NO_LISTEN_SOCKET, 0, NULL, NULL, http_handler, s,
+	    MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_LIMIT,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY_LIMIT,
-	    MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL,
 	    MHD_OPTION_END);
 	return s->mhd == NULL ? -1 : 0;
 }

@@ -6,7 +6,7 @@
  * accepts stats connections itself, peeks at the request line, answers
  * 400 to one that is not "METHOD TARGET HTTP/x.y" (or 414 past the limit),
  * and hands the valid ones to libmicrohttpd with MHD_add_connection().
- * A connection that sends no complete line within GATE_TIMEOUT_S is closed.
+ * A connection that sends no complete line within GATE_TIMEOUT_S gets a 408.
  */
 #include <errno.h>
 #include <microhttpd.h>
@@ -44,6 +44,9 @@ static const char gate_414[] = "HTTP/1.1 414 URI Too Long\r\n"
     "Content-Type: text/plain\r\nContent-Length: 17\r\n"
     "Connection: close\r\n\r\nrequest too long\n";
 
+static const char gate_408[] = "HTTP/1.1 408 Request Timeout\r\n"
+    "Content-Type: text/plain\r\nContent-Length: 16\r\n"
+    "Connection: close\r\n\r\nrequest timeout\n";
 static const char gate_503[] = "HTTP/1.1 503 Service Unavailable\r\n"
     "Content-Type: text/plain\r\nContent-Length: 12\r\n"
     "Connection: close\r\n\r\nserver busy\n";
@@ -208,7 +211,7 @@ gate_expire(struct sup *s)
 
 	for (i = 0; i < GATE_MAX; i++)
 		if (gates[i].fd != -1 && now >= gates[i].deadline_ns)
-			gate_drop(s, &gates[i], gate_400, sizeof(gate_400) - 1);
+			gate_drop(s, &gates[i], gate_408, sizeof(gate_408) - 1);
 	if (gate_paused && evsrc_watch(s->ev.ep, s->stats_fd,
 	    SUP_EV_STATS) == 0)
 		gate_paused = 0;

@@ -132,3 +132,27 @@ def test_evicted_waiter_gets_503_and_fin(daemon):
         for s in held:
             s.close()
     assert daemon.healthz()[0] == 200
+
+
+def test_no_libmicrohttpd_start_warning(upperd):
+    """The external logger is libmicrohttpd's first option: it warned at
+    every start otherwise, and wrote what it logged before it to stderr."""
+    d = upperd(log_level="debug")
+    assert "http: " not in d.stderr()
+    assert "EXTERNAL_LOGGER" not in d.log(), d.log()
+
+
+GATE_TIMEOUT_S = 10  # in http_gate.c
+
+
+def test_gate_timeout_is_408(daemon):
+    """A request line still incomplete at the gate's deadline is answered
+    408 Request Timeout (it was 400, as if it were malformed)."""
+    s = tcp_connect(daemon.stats_port)
+    s.sendall(b"GET /stats HTTP/1.")
+    t0 = time.monotonic()
+    raw = read_after_close(s, timeout=GATE_TIMEOUT_S + 3)
+    waited = time.monotonic() - t0
+    s.close()
+    assert status_of(raw) == 408, raw[:80]
+    assert GATE_TIMEOUT_S - 1 < waited < GATE_TIMEOUT_S + 2, waited
