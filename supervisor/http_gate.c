@@ -7,6 +7,11 @@
  * 400 to one that is not "METHOD TARGET HTTP/x.y" (or 414 past the limit),
  * and hands the valid ones to libmicrohttpd with MHD_add_connection().
  * A connection that sends no complete line within GATE_TIMEOUT_S gets a 408.
+ *
+ * A new connection is looked at as soon as it is accepted: its request is
+ * usually there already, and it goes on without holding a slot.  Only the
+ * slow ones wait in the table, and when it is full of clients that have
+ * not waited long, the rest stay in the kernel's backlog.
  */
 #include <errno.h>
 #include <microhttpd.h>
@@ -23,30 +28,33 @@
 
 #define GATE_MAX 64          /* connections waiting for a request line */
 #define GATE_TIMEOUT_S 10
+#define GATE_EVICT_NS 1000000000ULL /* a waiter this old may be evicted */
+#define GATE_BATCH 32        /* accepts per wakeup: libmicrohttpd runs between */
+#define GATE_GONE (-1)       /* verdict: the client closed or failed */
 
 struct gate_conn {
 	int fd;                  /* -1: free */
-	uint64_t deadline_ns;
+	uint64_t accepted_ns;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 };
 
 static struct gate_conn gates[GATE_MAX];
-/* Out of fds: the listener stays readable, so it leaves the epoll set
- * until the next tick instead of waking the loop in a spin; warned once
- * until an accept succeeds again. */
+/* The listener is out of the epoll set: out of fds (it stays readable,
+ * and would wake the loop in a spin) or no slot to give.  It comes back
+ * on the next tick or when a slot frees.  Out of fds is warned once until
+ * an accept succeeds again. */
 static int gate_paused, gate_warned;
 
 static const char gate_400[] = "HTTP/1.1 400 Bad Request\r\n"
     "Content-Type: text/plain\r\nContent-Length: 12\r\n"
     "Connection: close\r\n\r\nbad request\n";
-static const char gate_414[] = "HTTP/1.1 414 URI Too Long\r\n"
-    "Content-Type: text/plain\r\nContent-Length: 17\r\n"
-    "Connection: close\r\n\r\nrequest too long\n";
-
 static const char gate_408[] = "HTTP/1.1 408 Request Timeout\r\n"
     "Content-Type: text/plain\r\nContent-Length: 16\r\n"
     "Connection: close\r\n\r\nrequest timeout\n";
+static const char gate_414[] = "HTTP/1.1 414 URI Too Long\r\n"
+    "Content-Type: text/plain\r\nContent-Length: 17\r\n"
+    "Connection: close\r\n\r\nrequest too long\n";
 static const char gate_503[] = "HTTP/1.1 503 Service Unavailable\r\n"
     "Content-Type: text/plain\r\nContent-Length: 12\r\n"
     "Connection: close\r\n\r\nserver busy\n";
@@ -69,21 +77,54 @@ gate_close(int fd)
 }
 
 static void
+gate_reply(int fd, const char *reply, size_t len)
+{
+	(void)!send(fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	gate_close(fd);
+}
+
+static void
+gate_resume(struct sup *s)
+{
+	if (gate_paused && evsrc_watch(s->ev.ep, s->stats_fd,
+	    SUP_EV_STATS) == 0)
+		gate_paused = 0;
+}
+
+static void
+gate_pause(struct sup *s)
+{
+	if (epoll_ctl(s->ev.ep, EPOLL_CTL_DEL, s->stats_fd, NULL) == 0)
+		gate_paused = 1;
+}
+
+/* Take a waiter out of the table (its fd is closed or handed on). */
+static void
+gate_free(struct sup *s, struct gate_conn *g)
+{
+	g->fd = -1;
+	gate_resume(s);
+}
+
+static void
 gate_drop(struct sup *s, struct gate_conn *g, const char *reply,
     size_t len)
 {
-	if (reply != NULL)
-		(void)!send(g->fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	epoll_ctl(s->ev.ep, EPOLL_CTL_DEL, g->fd, NULL);
-	gate_close(g->fd);
-	g->fd = -1;
+	if (reply != NULL)
+		gate_reply(g->fd, reply, len);
+	else
+		gate_close(g->fd);
+	gate_free(s, g);
 }
 
-/* A free entry; when all are taken, the slowest waiter is dropped: a
- * client that sends its request line at once is never the oldest, so a
- * flood of idle connections cannot lock operators out of /stats. */
+/* A slot for the next connection: a free one, else the oldest waiter if
+ * it has waited over GATE_EVICT_NS (a client that sends its request at
+ * once never does, so a flood of idle connections cannot lock operators
+ * out of /stats), else none: then a burst of good clients waits in the
+ * backlog instead of evicting each other. */
 static struct gate_conn *
-gate_slot(struct sup *s)
+gate_slot(uint64_t now)
 {
 	struct gate_conn *oldest = &gates[0];
 	int i;
@@ -91,11 +132,10 @@ gate_slot(struct sup *s)
 	for (i = 0; i < GATE_MAX; i++) {
 		if (gates[i].fd == -1)
 			return &gates[i];
-		if (gates[i].deadline_ns < oldest->deadline_ns)
+		if (gates[i].accepted_ns < oldest->accepted_ns)
 			oldest = &gates[i];
 	}
-	gate_drop(s, oldest, gate_503, sizeof(gate_503) - 1);
-	return oldest;
+	return now - oldest->accepted_ns >= GATE_EVICT_NS ? oldest : NULL;
 }
 
 void
@@ -105,55 +145,6 @@ gate_init(void)
 
 	for (i = 0; i < GATE_MAX; i++)
 		gates[i].fd = -1;
-}
-
-static void
-gate_pause(struct sup *s)
-{
-	if (!gate_warned)
-		log_warn("accept4 stats, retrying every tick");
-	gate_warned = 1;
-	if (epoll_ctl(s->ev.ep, EPOLL_CTL_DEL, s->stats_fd, NULL) == 0)
-		gate_paused = 1;
-}
-
-/* The stats listener is readable: take every waiting connection.  Its
- * sockets are edge-triggered: a request still arriving stays unread (it
- * is only peeked, for libmicrohttpd to read), so level-triggered epoll
- * would report it ready again at once until the deadline, a busy loop. */
-void
-gate_accept(struct sup *s)
-{
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET };
-	struct gate_conn *g;
-	int fd;
-
-	for (;;) {
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-
-		fd = accept4(s->stats_fd, (struct sockaddr *)&ss, &sl,
-		    SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd == -1) {
-			if (errno == EMFILE || errno == ENFILE ||
-			    errno == ENOBUFS || errno == ENOMEM)
-				gate_pause(s);
-			else if (errno != EAGAIN && errno != EINTR &&
-			    errno != ECONNABORTED)
-				log_warn("accept4 stats");
-			return;
-		}
-		gate_warned = 0;
-		g = gate_slot(s);
-		*g = (struct gate_conn){ .fd = fd, .addr = ss, .addrlen = sl,
-			.deadline_ns = ctr_clock_ns() + GATE_TIMEOUT_S *
-			    1000000000ULL };
-		ev.data.ptr = g;
-		if (epoll_ctl(s->ev.ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
-			close(fd);
-			g->fd = -1;
-		}
-	}
 }
 
 /* Has the client shut down its side?  Then a request still incomplete
@@ -167,42 +158,129 @@ gate_peer_closed(int fd)
 	    (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
+/* What the client has sent so far, peeked at: a gate_verdict, or
+ * GATE_GONE. */
+static int
+gate_look(int fd)
+{
+	char buf[GATE_LINE_MAX];
+	ssize_t n;
+	int v;
+
+	n = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return gate_peer_closed(fd) ? GATE_GONE : GATE_MORE;
+	if (n <= 0)
+		return GATE_GONE;
+	v = gate_check(buf, (size_t)n);
+	/* The next segment or the client's FIN is the next edge. */
+	if (v == GATE_MORE && gate_peer_closed(fd))
+		return GATE_GONE;
+	return v;
+}
+
+/* Act on a verdict other than GATE_MORE; the fd is no longer ours. */
+static void
+gate_settle(struct sup *s, struct gate_conn *g, int verdict)
+{
+	switch (verdict) {
+	case GATE_BAD:
+		gate_reply(g->fd, gate_400, sizeof(gate_400) - 1);
+		return;
+	case GATE_LONG:
+		gate_reply(g->fd, gate_414, sizeof(gate_414) - 1);
+		return;
+	case GATE_GONE:
+		gate_close(g->fd);
+		return;
+	}
+	if (MHD_add_connection(s->mhd, g->fd, (struct sockaddr *)&g->addr,
+	    g->addrlen) == MHD_NO)
+		log_debug("http: connection not taken by the server");
+	/* libmicrohttpd owns (and closes) it now */
+}
+
+/* Seat a connection whose request is still coming, evicting the waiter
+ * in slot g if there is one.  Its socket is edge-triggered: a request
+ * still arriving stays unread (libmicrohttpd reads it), so level-triggered
+ * epoll would report it ready at once again until the deadline, a busy
+ * loop. */
+static void
+gate_seat(struct sup *s, struct gate_conn *g, const struct gate_conn *c)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET };
+
+	if (g->fd != -1)
+		gate_drop(s, g, gate_503, sizeof(gate_503) - 1);
+	*g = *c;
+	ev.data.ptr = g;
+	if (epoll_ctl(s->ev.ep, EPOLL_CTL_ADD, g->fd, &ev) == -1) {
+		gate_close(g->fd);
+		g->fd = -1;
+	}
+}
+
+/* The next connection in the backlog, or -1 (then the caller stops). */
+static int
+gate_take(struct sup *s, struct gate_conn *c)
+{
+	c->addrlen = sizeof(c->addr);
+	c->fd = accept4(s->stats_fd, (struct sockaddr *)&c->addr,
+	    &c->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (c->fd != -1) {
+		gate_warned = 0;
+		c->accepted_ns = ctr_clock_ns();
+		return 0;
+	}
+	if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+	    errno == ENOMEM) {
+		if (!gate_warned)
+			log_warn("accept4 stats, retrying every tick");
+		gate_warned = 1;
+		gate_pause(s);
+	} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+		log_warn("accept4 stats");
+	return -1;
+}
+
+/* The stats listener is readable: take waiting connections while there
+ * is a slot for one that might need it, a batch at a time so that
+ * libmicrohttpd answers the ones handed over in between. */
+void
+gate_accept(struct sup *s)
+{
+	struct gate_conn c, *g;
+	int i, v;
+
+	for (i = 0; i < GATE_BATCH; i++) {
+		if ((g = gate_slot(ctr_clock_ns())) == NULL) {
+			gate_pause(s);
+			return;
+		}
+		if (gate_take(s, &c) == -1)
+			return;
+		if ((v = gate_look(c.fd)) == GATE_MORE)
+			gate_seat(s, g, &c);
+		else
+			gate_settle(s, &c, v);
+	}
+}
+
 void
 gate_event(struct sup *s, void *ptr)
 {
 	struct gate_conn *g = ptr;
-	char buf[GATE_LINE_MAX];
-	ssize_t n;
+	int v;
 
-	n = recv(g->fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
-	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+	if ((v = gate_look(g->fd)) == GATE_MORE)
 		return;
-	if (n <= 0) {
-		gate_drop(s, g, NULL, 0);
-		return;
-	}
-	switch (gate_check(buf, (size_t)n)) {
-	case GATE_MORE:
-		/* The next segment or the client's FIN is the next edge. */
-		if (gate_peer_closed(g->fd))
-			gate_drop(s, g, NULL, 0);
-		return;
-	case GATE_BAD:
-		gate_drop(s, g, gate_400, sizeof(gate_400) - 1);
-		return;
-	case GATE_LONG:
-		gate_drop(s, g, gate_414, sizeof(gate_414) - 1);
-		return;
-	}
 	epoll_ctl(s->ev.ep, EPOLL_CTL_DEL, g->fd, NULL);
-	if (MHD_add_connection(s->mhd, g->fd, (struct sockaddr *)&g->addr,
-	    g->addrlen) == MHD_NO)
-		log_debug("http: connection not taken by the server");
-	g->fd = -1; /* libmicrohttpd owns (and closes) it now */
+	gate_settle(s, g, v);
+	gate_free(s, g);
 }
 
 /* Called on every supervisor tick: expire silent connections, and put
- * back a listener paused for want of fds. */
+ * back a paused listener. */
 void
 gate_expire(struct sup *s)
 {
@@ -210,9 +288,8 @@ gate_expire(struct sup *s)
 	int i;
 
 	for (i = 0; i < GATE_MAX; i++)
-		if (gates[i].fd != -1 && now >= gates[i].deadline_ns)
+		if (gates[i].fd != -1 && now - gates[i].accepted_ns >=
+		    GATE_TIMEOUT_S * 1000000000ULL)
 			gate_drop(s, &gates[i], gate_408, sizeof(gate_408) - 1);
-	if (gate_paused && evsrc_watch(s->ev.ep, s->stats_fd,
-	    SUP_EV_STATS) == 0)
-		gate_paused = 0;
+	gate_resume(s);
 }

@@ -8,6 +8,7 @@ client is owed (an answer, then a clean close).
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -156,3 +157,50 @@ def test_gate_timeout_is_408(daemon):
     s.close()
     assert status_of(raw) == 408, raw[:80]
     assert GATE_TIMEOUT_S - 1 < waited < GATE_TIMEOUT_S + 2, waited
+
+
+def test_burst_of_complete_requests_all_answered(daemon):
+    """More complete requests than the gate has slots, queued while the
+    supervisor is busy (stopped here), are all answered: each goes on to
+    libmicrohttpd as soon as it is accepted.  The accept loop used to take
+    the whole backlog first, and from the 65th evict the oldest."""
+    socks = []
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        for _ in range(3 * GATE_SLOTS):
+            s = tcp_connect(daemon.stats_port)
+            s.sendall(GOOD)
+            socks.append(s)
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    codes = {}
+    for s in socks:
+        try:
+            code = status_of(recv_until_eof(s, timeout=10))
+        except ConnectionResetError:
+            code = "reset"
+        codes[code] = codes.get(code, 0) + 1
+        s.close()
+    assert codes == {200: 3 * GATE_SLOTS}, codes
+
+
+def test_waiters_make_room_only_when_needed(daemon):
+    """With every slot taken by clients that have not waited a second, a
+    new client waits in the backlog and is then answered without costing
+    anyone a slot (its request is complete); only a newcomer that must
+    wait itself evicts the oldest waiter.  A flood of idle connections
+    delays a scrape by about a second, but cannot lock it out."""
+    held = [tcp_connect(daemon.stats_port) for _ in range(GATE_SLOTS)]
+    try:
+        t0 = time.monotonic()
+        assert daemon.healthz()[0] == 200
+        assert time.monotonic() - t0 < 3
+        assert not any(server_closed(s) for s in held), \
+            "a waiter evicted for a complete request"
+        held.append(tcp_connect(daemon.stats_port))  # idle too
+        raw = read_after_close(held[0])
+        assert status_of(raw) == 503, raw[:80]
+        assert not any(server_closed(s) for s in held[1:])
+    finally:
+        for s in held:
+            s.close()
