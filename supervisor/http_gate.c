@@ -5,8 +5,12 @@
  * contract wants a 4xx for every malformed request.  So the supervisor
  * accepts stats connections itself, peeks at the request line, answers
  * 400 to one that is not "METHOD TARGET HTTP/x.y" (or 414 past the limit),
- * and hands the valid ones to libmicrohttpd with MHD_add_connection().
- * A connection that sends no complete line within GATE_TIMEOUT_S gets a 408.
+ * and hands the valid ones to libmicrohttpd with MHD_add_connection() once
+ * their whole head is there (431 past GATE_HEAD_MAX).  libmicrohttpd then
+ * only ever holds requests it answers at once: its timeout is an idle
+ * one, so clients trickling header lines used to fill its connection
+ * limit and lock every scrape out.  A connection whose head is not
+ * complete within GATE_TIMEOUT_S of its accept gets a 408.
  *
  * A new connection is looked at as soon as it is accepted: its request is
  * usually there already, and it goes on without holding a slot.  Only the
@@ -14,6 +18,7 @@
  * not waited long, the rest stay in the kernel's backlog.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <poll.h>
 #include <stdint.h>
@@ -26,7 +31,7 @@
 #include "log.h"
 #include "sup.h"
 
-#define GATE_MAX 64          /* connections waiting for a request line */
+#define GATE_MAX 64          /* connections waiting for their head */
 #define GATE_TIMEOUT_S 10
 #define GATE_EVICT_NS 1000000000ULL /* a waiter this old may be evicted */
 #define GATE_BATCH 32        /* accepts per wakeup: libmicrohttpd runs between */
@@ -55,6 +60,10 @@ static const char gate_408[] = "HTTP/1.1 408 Request Timeout\r\n"
 static const char gate_414[] = "HTTP/1.1 414 URI Too Long\r\n"
     "Content-Type: text/plain\r\nContent-Length: 17\r\n"
     "Connection: close\r\n\r\nrequest too long\n";
+static const char gate_431[] =
+    "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    "Content-Type: text/plain\r\nContent-Length: 18\r\n"
+    "Connection: close\r\n\r\nheaders too large\n";
 static const char gate_503[] = "HTTP/1.1 503 Service Unavailable\r\n"
     "Content-Type: text/plain\r\nContent-Length: 12\r\n"
     "Connection: close\r\n\r\nserver busy\n";
@@ -163,7 +172,7 @@ gate_peer_closed(int fd)
 static int
 gate_look(int fd)
 {
-	char buf[GATE_LINE_MAX];
+	char buf[GATE_HEAD_MAX];
 	ssize_t n;
 	int v;
 
@@ -172,11 +181,30 @@ gate_look(int fd)
 		return gate_peer_closed(fd) ? GATE_GONE : GATE_MORE;
 	if (n <= 0)
 		return GATE_GONE;
-	v = gate_check(buf, (size_t)n);
+	v = gate_head(buf, (size_t)n);
 	/* The next segment or the client's FIN is the next edge. */
 	if (v == GATE_MORE && gate_peer_closed(fd))
 		return GATE_GONE;
 	return v;
+}
+
+/* Hand a complete request to libmicrohttpd, which owns (and closes) the
+ * socket from then on, even one it refuses (at its connection limit, say):
+ * a copy of the fd lets that client hear a 503 instead of a reset. */
+static void
+gate_pass(struct sup *s, struct gate_conn *g)
+{
+	int keep = fcntl(g->fd, F_DUPFD_CLOEXEC, 0);
+
+	if (MHD_add_connection(s->mhd, g->fd, (struct sockaddr *)&g->addr,
+	    g->addrlen) == MHD_YES) {
+		if (keep != -1)
+			close(keep);
+		return;
+	}
+	log_debug("http: connection not taken by the server");
+	if (keep != -1)
+		gate_reply(keep, gate_503, sizeof(gate_503) - 1);
 }
 
 /* Act on a verdict other than GATE_MORE; the fd is no longer ours. */
@@ -190,14 +218,14 @@ gate_settle(struct sup *s, struct gate_conn *g, int verdict)
 	case GATE_LONG:
 		gate_reply(g->fd, gate_414, sizeof(gate_414) - 1);
 		return;
+	case GATE_HUGE:
+		gate_reply(g->fd, gate_431, sizeof(gate_431) - 1);
+		return;
 	case GATE_GONE:
 		gate_close(g->fd);
 		return;
 	}
-	if (MHD_add_connection(s->mhd, g->fd, (struct sockaddr *)&g->addr,
-	    g->addrlen) == MHD_NO)
-		log_debug("http: connection not taken by the server");
-	/* libmicrohttpd owns (and closes) it now */
+	gate_pass(s, g);
 }
 
 /* Seat a connection whose request is still coming, evicting the waiter

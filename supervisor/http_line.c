@@ -24,13 +24,13 @@ gate_short(size_t n)
 }
 
 /*
- * Classify the start of a request: GATE_VALID once a whole well-formed
- * request line is there, GATE_MORE while it may still become one,
- * GATE_BAD or GATE_LONG otherwise.  Leading empty lines are allowed
- * (RFC 9112 2.2).  Pure, so it is unit-testable.
+ * Classify the start of a request line: GATE_VALID once a whole
+ * well-formed one is there (*end is then the offset after its LF),
+ * GATE_MORE while it may still become one, GATE_BAD or GATE_LONG
+ * otherwise.  Leading empty lines are allowed (RFC 9112 2.2).
  */
-int
-gate_check(const char *buf, size_t n)
+static int
+gate_line(const char *buf, size_t n, size_t *end)
 {
 	size_t i = 0, start;
 
@@ -55,6 +55,7 @@ gate_check(const char *buf, size_t n)
 		i++;
 	if (i == n)
 		return gate_short(n);
+	*end = i + 1;
 	if (buf[i - 1] == '\r')
 		i--;
 	if (i - start != 8 || memcmp(buf + start, "HTTP/", 5) != 0 ||
@@ -65,3 +66,36 @@ gate_check(const char *buf, size_t n)
 	return GATE_VALID;
 }
 
+int
+gate_check(const char *buf, size_t n)
+{
+	size_t end;
+
+	return gate_line(buf, n, &end);
+}
+
+/*
+ * Classify the start of a request as libmicrohttpd would get it:
+ * GATE_VALID once the request line is well-formed and the header block
+ * has ended (an empty line), so that it answers at once and never holds
+ * a slow client; GATE_MORE before; GATE_BAD or GATE_LONG for the line;
+ * GATE_HUGE when the head does not end within GATE_HEAD_MAX bytes.
+ */
+int
+gate_head(const char *buf, size_t n)
+{
+	const char *nl;
+	size_t i, len;
+	int v;
+
+	v = gate_line(buf, n < GATE_LINE_MAX ? n : GATE_LINE_MAX, &i);
+	if (v != GATE_VALID)
+		return v;
+	while ((nl = memchr(buf + i, '\n', n - i)) != NULL) {
+		len = (size_t)(nl - (buf + i));
+		i += len + 1;
+		if (len == 0 || (len == 1 && nl[-1] == '\r'))
+			return i <= GATE_HEAD_MAX ? GATE_VALID : GATE_HUGE;
+	}
+	return n >= GATE_HEAD_MAX ? GATE_HUGE : GATE_MORE;
+}

@@ -7,10 +7,16 @@
 #include <stddef.h>
 
 #define GATE_LINE_MAX 8192 /* longest request line accepted */
+/* Longest request head (line and headers) accepted: scrapers send a few
+ * hundred bytes; libmicrohttpd, within its 32 KiB per connection, takes
+ * more, but the gate peeks at the whole head each time a segment comes. */
+#define GATE_HEAD_MAX 16384
 
-enum gate_verdict { GATE_VALID, GATE_MORE, GATE_BAD, GATE_LONG };
+enum gate_verdict { GATE_VALID, GATE_MORE, GATE_BAD, GATE_LONG, GATE_HUGE };
 
-/* Classify the first n bytes a client sent (see http_line.c). */
+/* Classify the first n bytes a client sent (see http_line.c): the
+ * request line alone, or the whole head. */
 int gate_check(const char *buf, size_t n);
+int gate_head(const char *buf, size_t n);
 
 #endif

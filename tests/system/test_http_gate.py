@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from conftest import (recv_until_eof, status_of, tcp_connect, wait_until)
+from conftest import (http_get, recv_until_eof, status_of, tcp_connect,
+                      wait_until)
 
 GOOD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -147,16 +148,28 @@ GATE_TIMEOUT_S = 10  # in http_gate.c
 
 
 def test_gate_timeout_is_408(daemon):
-    """A request line still incomplete at the gate's deadline is answered
-    408 Request Timeout (it was 400, as if it were malformed)."""
-    s = tcp_connect(daemon.stats_port)
-    s.sendall(b"GET /stats HTTP/1.")
+    """A request still incomplete at the gate's deadline, counted from its
+    accept, is answered 408 Request Timeout (it was 400, as if it were
+    malformed) -- also one that trickles a header line every second, which
+    libmicrohttpd's idle timeout kept alive for as long as it liked."""
+    partial = tcp_connect(daemon.stats_port)
+    partial.sendall(b"GET /stats HTTP/1.")
+    trickle = tcp_connect(daemon.stats_port)
+    trickle.sendall(b"GET /stats HTTP/1.1\r\n")
     t0 = time.monotonic()
-    raw = read_after_close(s, timeout=GATE_TIMEOUT_S + 3)
-    waited = time.monotonic() - t0
-    s.close()
-    assert status_of(raw) == 408, raw[:80]
-    assert GATE_TIMEOUT_S - 1 < waited < GATE_TIMEOUT_S + 2, waited
+    try:
+        while not server_closed(trickle):
+            assert time.monotonic() - t0 < GATE_TIMEOUT_S + 3, \
+                "trickling client still held"
+            trickle.sendall(b"X-a: b\r\n")
+            time.sleep(1)  # the client's pace, not a wait for readiness
+        for s in (partial, trickle):
+            raw = read_after_close(s, timeout=GATE_TIMEOUT_S + 3)
+            assert status_of(raw) == 408, raw[:80]
+        assert time.monotonic() - t0 < GATE_TIMEOUT_S + 2
+    finally:
+        partial.close()
+        trickle.close()
 
 
 def test_burst_of_complete_requests_all_answered(daemon):
@@ -204,3 +217,48 @@ def test_waiters_make_room_only_when_needed(daemon):
     finally:
         for s in held:
             s.close()
+
+
+def test_slow_headers_cannot_lock_out_scrapes(daemon):
+    """Clients that send a request line and then their headers slowly are
+    kept at the gate until the head is complete: they used to go on to
+    libmicrohttpd with the line, fill its 256 connections, and leave every
+    new scrape (/healthz included) with a reset."""
+    slow = []
+    try:
+        for _ in range(300):
+            s = tcp_connect(daemon.stats_port)
+            s.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\n")
+            slow.append(s)
+        for _ in range(3):
+            st, _, body = http_get(daemon.stats_port, "/healthz", timeout=10)
+            assert (st, body) == (200, b"ok")
+    finally:
+        for s in slow:
+            s.close()
+
+
+def head_of(size):
+    """A GET /healthz whose head (line, headers, empty line) is size bytes."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+    while size - len(head) > 1100:
+        head += b"X-" + b"a" * 992 + b": b\r\n"
+    pad = size - len(head) - len(b"X-: b\r\n\r\n")
+    return head + b"X-" + b"a" * pad + b": b\r\n\r\n"
+
+
+GATE_HEAD_MAX = 16384  # in http_line.h
+
+
+def test_head_size_limit(daemon):
+    """A head up to GATE_HEAD_MAX is served; a larger one gets 431, from
+    the gate, with a clean close."""
+    for size, code in ((GATE_HEAD_MAX, 200), (GATE_HEAD_MAX + 1, 431),
+                       (20000, 431), (60000, 431)):
+        req = head_of(size)
+        assert len(req) == size and req.endswith(b"\r\n\r\n")
+        s = tcp_connect(daemon.stats_port)
+        s.sendall(req)
+        raw = read_after_close(s)
+        s.close()
+        assert status_of(raw) == code, (size, raw[:80])

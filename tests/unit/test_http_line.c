@@ -92,6 +92,84 @@ test_too_long(void **state)
 	free(buf);
 }
 
+static const struct line_case heads[] = {
+	LINE("GET /stats HTTP/1.1\r\nHost: x\r\n\r\n", GATE_VALID),
+	LINE("GET / HTTP/1.0\n\n", GATE_VALID),
+	LINE("GET / HTTP/1.0\r\n\r\n", GATE_VALID),
+	LINE("\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", GATE_VALID),
+	LINE("GET / HTTP/1.1\r\nA: b\nC: d\n\r\nbody", GATE_VALID),
+	LINE("POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n", GATE_VALID),
+	/* the line alone, or a head still coming, is not enough */
+	LINE("GET /stats HTTP/1.1\r\n", GATE_MORE),
+	LINE("GET /stats HTTP/1.1\r\nHost: x\r\n", GATE_MORE),
+	LINE("GET /stats HTTP/1.1\r\nHost: x\r\n\r", GATE_MORE),
+	LINE("GET /stats HTTP/1.1\r\nHost: x\r\r", GATE_MORE),
+	LINE("\r\n\r\n", GATE_MORE),
+	/* the line is judged first */
+	LINE("GARBAGE\r\n\r\n", GATE_BAD),
+	LINE("GET / HTTP/1.1 x\r\nHost: x\r\n\r\n", GATE_BAD),
+};
+
+/* A head is complete only at its empty line, whatever comes before. */
+static void
+test_head_table(void **state)
+{
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(heads) / sizeof(heads[0]); i++) {
+		int got = gate_head(heads[i].text, heads[i].len);
+
+		if (got != heads[i].verdict)
+			fail_msg("head %zu: got %d, want %d", i, got,
+			    heads[i].verdict);
+	}
+}
+
+/* Every proper prefix of a complete head waits for more. */
+static void
+test_head_prefixes_wait(void **state)
+{
+	const char *head = "\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n"
+	    "Accept: */*\r\n\r\n";
+	size_t n, len = strlen(head);
+
+	(void)state;
+	for (n = 0; n < len; n++)
+		assert_int_equal(gate_head(head, n), GATE_MORE);
+	assert_int_equal(gate_head(head, len), GATE_VALID);
+}
+
+/* A request line over the limit is a 414 even when the buffer around it
+ * is larger and holds its end; a head over its limit is a 431. */
+static void
+test_head_limits(void **state)
+{
+	size_t n = GATE_HEAD_MAX + 100;
+	char *buf = malloc(n);
+
+	(void)state;
+	assert_non_null(buf);
+	memset(buf, 'a', n);
+	memcpy(buf, "GET /", 5);
+	memcpy(buf + GATE_LINE_MAX + 10, " HTTP/1.1\r\n\r\n", 13);
+	assert_int_equal(gate_head(buf, GATE_LINE_MAX + 23), GATE_LONG);
+
+	memcpy(buf, "GET / HTTP/1.1\r\n", 16);
+	memset(buf + 16, 'a', n - 16);
+	buf[GATE_HEAD_MAX - 5] = '\n';	/* one long header line */
+	memcpy(buf + GATE_HEAD_MAX - 4, "\r\n", 2);
+	assert_int_equal(gate_head(buf, GATE_HEAD_MAX - 2), GATE_VALID);
+	buf[GATE_HEAD_MAX - 4] = 'a';
+	buf[GATE_HEAD_MAX - 3] = 'a';
+	assert_int_equal(gate_head(buf, GATE_HEAD_MAX - 1), GATE_MORE);
+	assert_int_equal(gate_head(buf, GATE_HEAD_MAX), GATE_HUGE);
+	buf[GATE_HEAD_MAX + 10] = '\n';
+	buf[GATE_HEAD_MAX + 11] = '\n';
+	assert_int_equal(gate_head(buf, n), GATE_HUGE);
+	free(buf);
+}
+
 int
 main(void)
 {
@@ -99,6 +177,9 @@ main(void)
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_prefixes_wait),
 		cmocka_unit_test(test_too_long),
+		cmocka_unit_test(test_head_table),
+		cmocka_unit_test(test_head_prefixes_wait),
+		cmocka_unit_test(test_head_limits),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
