@@ -49,19 +49,28 @@ static const struct line_case cases[] = {
 	LINE("\r\n", GATE_MORE),
 };
 
+/* Every case of a table through the function it is for. */
 static void
-test_table(void **state)
+run_table(const struct line_case *t, size_t n,
+    int (*judge)(const char *, size_t), const char *what)
 {
 	size_t i;
 
-	(void)state;
-	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		int got = gate_check(cases[i].text, cases[i].len);
+	for (i = 0; i < n; i++) {
+		int got = judge(t[i].text, t[i].len);
 
-		if (got != cases[i].verdict)
-			fail_msg("case %zu: got %d, want %d", i, got,
-			    cases[i].verdict);
+		if (got != t[i].verdict)
+			fail_msg("%s %zu: got %d, want %d", what, i, got,
+			    t[i].verdict);
 	}
+}
+
+static void
+test_table(void **state)
+{
+	(void)state;
+	run_table(cases, sizeof(cases) / sizeof(cases[0]), gate_check,
+	    "case");
 }
 
 /* Every proper prefix of a valid line waits for more; never refused. */
@@ -114,16 +123,8 @@ static const struct line_case heads[] = {
 static void
 test_head_table(void **state)
 {
-	size_t i;
-
 	(void)state;
-	for (i = 0; i < sizeof(heads) / sizeof(heads[0]); i++) {
-		int got = gate_head(heads[i].text, heads[i].len);
-
-		if (got != heads[i].verdict)
-			fail_msg("head %zu: got %d, want %d", i, got,
-			    heads[i].verdict);
-	}
+	run_table(heads, sizeof(heads) / sizeof(heads[0]), gate_head, "head");
 }
 
 /* Every proper prefix of a complete head waits for more. */
