@@ -89,15 +89,10 @@ static void
 snap_fill_slot(struct sup *s, unsigned i, struct snap_worker *w)
 {
 	const struct sup_slot *sl = &s->slot[i];
-	int c = sl->active;
-	unsigned k, hwm = s->tab->ncells_hwm;
+	int c = sup_slot_proc(s, i);
 
 	w->slot = i;
 	w->state = sup_slot_state(s, i);
-	/* a retired slot still draining shows the process that drains */
-	for (k = 0; c < 0 && k < hwm; k++)
-		if (s->proc[k].pid && s->proc[k].slot == i)
-			c = (int)k;
 	if (c >= 0) {
 		w->pid = s->proc[c].pid;
 		w->started_at = s->proc[c].started_at;

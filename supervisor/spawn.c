@@ -154,12 +154,27 @@ sup_proc_ready(const struct sup *s, int cell)
 	    __ATOMIC_ACQUIRE);
 }
 
+/* The cell of the process that stands for slot i: its active worker, else
+ * one still draining (a retired slot, or one whose worker is stopping), else
+ * -1. */
+int
+sup_slot_proc(const struct sup *s, unsigned i)
+{
+	unsigned c, hwm = s->tab->ncells_hwm;
+
+	if (s->slot[i].active >= 0)
+		return s->slot[i].active;
+	for (c = 0; c < hwm; c++)
+		if (s->proc[c].pid && s->proc[c].slot == i)
+			return (int)c;
+	return -1;
+}
+
 /* Derived, never stored, so it cannot disagree with the process table. */
 enum snap_state
 sup_slot_state(const struct sup *s, unsigned i)
 {
 	const struct sup_slot *sl = &s->slot[i];
-	unsigned c, hwm = s->tab->ncells_hwm;
 
 	if (sl->active >= 0) {
 		if (s->proc[sl->active].stop != SUP_STOP_NONE)
@@ -169,10 +184,7 @@ sup_slot_state(const struct sup *s, unsigned i)
 	}
 	if (!sl->retired && !sl->failed && s->mode == SUP_RUNNING)
 		return SNAP_BACKOFF;
-	for (c = 0; c < hwm; c++)
-		if (s->proc[c].pid && s->proc[c].slot == i)
-			return SNAP_DRAINING;
-	return SNAP_STOPPED;
+	return sup_slot_proc(s, i) >= 0 ? SNAP_DRAINING : SNAP_STOPPED;
 }
 
 static void

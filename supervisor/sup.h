@@ -90,6 +90,7 @@ void sup_forward(struct sup *s, int signo);
 void sup_announce(struct sup *s);
 unsigned sup_live_procs(const struct sup *s);
 enum snap_state sup_slot_state(const struct sup *s, unsigned i);
+int sup_slot_proc(const struct sup *s, unsigned i);
 
 /* http.c */
 int sup_http_start(struct sup *s);
