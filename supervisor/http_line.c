@@ -16,11 +16,34 @@ gate_tchar(unsigned char c)
 	    c) != NULL);
 }
 
+/* A request target's characters: visible ASCII and above, no space. */
+static int
+gate_vchar(unsigned char c)
+{
+	return c > ' ' && c != 0x7f;
+}
+
 /* The line ran out of bytes: wait for more, unless it is already too long. */
 static int
 gate_short(size_t n)
 {
 	return n >= GATE_LINE_MAX ? GATE_LONG : GATE_MORE;
+}
+
+/* A non-empty run of chars that ok() accepts, from *i, then one space;
+ * GATE_VALID with *i past the space, else the line's verdict. */
+static int
+gate_word(const char *buf, size_t n, size_t *i, int (*ok)(unsigned char))
+{
+	size_t start = *i;
+
+	while (*i < n && ok((unsigned char)buf[*i]))
+		(*i)++;
+	if (*i == n)
+		return gate_short(n);
+	if (*i == start || buf[(*i)++] != ' ')
+		return GATE_BAD;
+	return GATE_VALID;
 }
 
 /*
@@ -33,23 +56,13 @@ static int
 gate_line(const char *buf, size_t n, size_t *end)
 {
 	size_t i = 0, start;
+	int v;
 
 	while (i < n && (buf[i] == '\r' || buf[i] == '\n'))
 		i++;
-	start = i;
-	while (i < n && gate_tchar((unsigned char)buf[i]))
-		i++;
-	if (i == n)
-		return gate_short(n);
-	if (i == start || buf[i++] != ' ')
-		return GATE_BAD;
-	start = i;
-	while (i < n && (unsigned char)buf[i] > ' ' && buf[i] != 0x7f)
-		i++;
-	if (i == n)
-		return gate_short(n);
-	if (i == start || buf[i++] != ' ')
-		return GATE_BAD;
+	if ((v = gate_word(buf, n, &i, gate_tchar)) != GATE_VALID ||
+	    (v = gate_word(buf, n, &i, gate_vchar)) != GATE_VALID)
+		return v; /* method, target */
 	start = i;
 	while (i < n && buf[i] != '\n')
 		i++;
