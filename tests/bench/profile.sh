@@ -42,14 +42,8 @@ trap 'exit 130' INT TERM
 
 . "$HERE/lib.sh"
 
-# A server answers PING once its workers serve.
 wait_ping() {
-	local i
-	for i in $(seq 100); do
-		[ "$("$BIN/upper" --port "$1" ping 2>/dev/null)" = PING ] &&
-		    return 0
-		sleep 0.1
-	done
+	serves "$1" 100 && return 0
 	echo "profile: server on port $1 did not start" >&2
 	exit 1
 }

@@ -168,7 +168,7 @@ start_upperd() {
 
 # start_ref NAME: sets NAME_PID NAME_PORT (no stats: NAME_STATS empty).
 start_ref() {
-	local name=$1 port pid i
+	local name=$1 port pid
 	port=$(free_port)
 	"$BIN/upper-ref" --procs 2 --tcp "127.0.0.1:$port" \
 	    --udp "127.0.0.1:$port" >>"$WORK/$name.log" 2>&1 &
@@ -177,11 +177,7 @@ start_ref() {
 	printf -v "${name}_PID" %s "$pid"
 	printf -v "${name}_PORT" %s "$port"
 	printf -v "${name}_STATS" %s ""
-	for i in $(seq 50); do
-		[ "$("$BIN/upper" --port "$port" ping 2>/dev/null)" = PING ] &&
-		    return 0
-		sleep 0.1
-	done
+	serves "$port" 50 && return 0
 	echo "run_bench: upper-ref did not start" >&2
 	exit 1
 }
