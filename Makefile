@@ -17,7 +17,7 @@ PKGS    := libmicrohttpd jansson
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wvla -Werror
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c17 -D_GNU_SOURCE $(WARN) -Iinclude -Isupervisor -MMD -MP
+CFLAGS  += -std=c17 -D_GNU_SOURCE $(WARN) -Iinclude -MMD -MP
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LDLIBS  := -lunistring -lm
@@ -33,21 +33,23 @@ OUT     := build
 BIN     := bin
 endif
 
+COM_SRCS := $(wildcard common/*.c)
 SUP_SRCS := $(wildcard supervisor/*.c)
 WRK_SRCS := $(wildcard workers/*.c)
-UPPERD_OBJS := $(patsubst %.c,$(OUT)/%.o,$(SUP_SRCS) $(WRK_SRCS))
+UPPERD_OBJS := $(patsubst %.c,$(OUT)/%.o,$(COM_SRCS) $(SUP_SRCS) \
+    $(WRK_SRCS))
 
-UNIT_TESTS := upcase render config backoff http_line
+UNIT_TESTS := upcase render config backoff gate_line
 UNIT_BINS  := $(patsubst %,$(BIN)/test_%,$(UNIT_TESTS))
 
 # Each unit test links only the module it tests.
 TEST_upcase_OBJS  := workers/upcase.o
 TEST_render_OBJS  := supervisor/render_json.o supervisor/render_prom.o \
                      supervisor/render_html.o supervisor/status_page.o \
-                     supervisor/counters.o
-TEST_config_OBJS  := supervisor/config.o supervisor/net.o
+                     common/counters.o
+TEST_config_OBJS  := supervisor/config.o common/net.o
 TEST_backoff_OBJS := supervisor/backoff.o
-TEST_http_line_OBJS := supervisor/http_line.o
+TEST_gate_line_OBJS := supervisor/gate_line.o
 
 PYTHON ?= /usr/bin/python3
 # What building needs (make run), and what the tests need on top (make test).
@@ -62,15 +64,15 @@ all: $(BIN)/upperd $(BIN)/upper $(BIN)/upper-bench $(BIN)/upper-ref
 $(BIN)/upperd: $(UPPERD_OBJS) | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
-$(BIN)/upper: $(OUT)/tools/upper.o $(OUT)/supervisor/net.o | $(BIN)
+$(BIN)/upper: $(OUT)/tools/upper.o $(OUT)/common/net.o | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^
 
-$(BIN)/upper-bench: $(OUT)/tools/upper-bench.o $(OUT)/supervisor/net.o \
+$(BIN)/upper-bench: $(OUT)/tools/upper-bench.o $(OUT)/common/net.o \
     $(OUT)/workers/upcase.o | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ -lunistring -lm
 
 # The benchmark's reference server: a bare epoll echo that ASCII-uppercases.
-$(BIN)/upper-ref: $(OUT)/tools/upper-ref.o $(OUT)/supervisor/net.o \
+$(BIN)/upper-ref: $(OUT)/tools/upper-ref.o $(OUT)/common/net.o \
     $(OUT)/workers/upcase.o | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ -lunistring
 
@@ -82,6 +84,9 @@ $(BIN)/upcase-speed: $(OUT)/tests/bench/upcase_speed.o $(OUT)/workers/upcase.o \
 # /metrics fetched at a fixed rate during (a) (make bench's scrape row).
 $(BIN)/upperd-scrape: $(OUT)/tests/bench/scrape.o | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^
+
+# A unit test reaches into the private headers of the module it tests.
+$(OUT)/tests/unit/%.o: CFLAGS += -Isupervisor
 
 $(OUT)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -134,8 +139,8 @@ deps:
 	    apt-get install -y -qq --no-install-recommends $$missing; fi
 
 format:
-	clang-format -i include/*.h supervisor/*.[ch] workers/*.[ch] tools/*.c \
-	    tests/unit/*.c
+	clang-format -i include/*.h common/*.c supervisor/*.[ch] \
+	    workers/*.[ch] tools/*.c tests/unit/*.c
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 
+#include "log.h"
 #include "upcase.h"
 
 #define UPPERD_VERSION "0.1.0"
@@ -17,8 +18,6 @@
 #define CFG_PATH_MAX 1024
 #define CFG_ERR_MAX 256
 
-enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO,
-	LOG_LEVEL_DEBUG };
 
 /* Scheduling policy: auto (workers SCHED_BATCH while they have several
  * clients' work to batch, else SCHED_OTHER), batch (always SCHED_BATCH:

@@ -6,10 +6,11 @@
 #ifndef UPPERD_LOG_H
 #define UPPERD_LOG_H
 
-#include "config.h"
+enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO,
+	LOG_LEVEL_DEBUG };
 
-/* Start logging to stderr as "supervisor" at the given level. */
-void log_init(enum log_level level);
+/* Lines above level are dropped; logging starts at info, on stderr, as
+ * "supervisor", and a reload may change the level. */
 void log_setlevel(enum log_level level);
 /* Name used in every line from now on, e.g. "worker 3". */
 void log_procname(const char *name);

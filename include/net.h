@@ -28,7 +28,4 @@ int net_bind_udp(const struct sockaddr_storage *ss, socklen_t len);
 /* Format the local address of fd as "ADDR:PORT" (for the ready line). */
 void net_local_name(int fd, char *buf, size_t len);
 
-/* Close every fd >= 3 except the n in keep (used right after fork). */
-void net_close_except(const int *keep, int n);
-
 #endif

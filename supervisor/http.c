@@ -1,7 +1,7 @@
 /*
  * http.c: the stats endpoint.  libmicrohttpd runs in external-epoll mode
  * inside the supervisor's loop (no HTTP thread: forking stays safe).  The
- * supervisor binds and accepts on the socket itself (http_gate.c checks
+ * supervisor binds and accepts on the socket itself (gate.c checks
  * the request line first) and hands each connection to the daemon.  Every
  * request that
  * is not a GET or HEAD of a known path gets its 4xx here; malformed and
@@ -38,7 +38,7 @@ http_reply(struct MHD_Connection *conn, unsigned code, const char *type,
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	/* One request per connection: every request line then passes the
-	 * gate (http_gate.c), where libmicrohttpd alone would close a
+	 * gate (gate.c), where libmicrohttpd alone would close a
 	 * malformed second request on a kept-alive connection without a
 	 * word.  Keep-alive saved no measurable CPU per scrape (0.28 ms of
 	 * supervisor time at 100 Hz either way). */

@@ -20,15 +20,6 @@
 
 #define SUP_TICK_NS 100000000L
 
-double
-sup_epoch(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Must run before the first fork so children start from a known mask. */
 void
 sup_signals_init(struct sup *s)

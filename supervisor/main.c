@@ -128,7 +128,7 @@ setup(struct sup *s, int argc, char **argv)
 	}
 	if (s->cfg.user[0] && (pw = getpwnam(s->cfg.user)) == NULL)
 		die(2, "unknown user \"%s\" for --user", s->cfg.user);
-	log_init(s->cfg.log_level);
+	log_setlevel(s->cfg.log_level);
 	if (s->cfg.log_file[0] && log_open(s->cfg.log_file) == -1)
 		die(1, "cannot open log file %s: %s", s->cfg.log_file,
 		    strerror(errno));

@@ -1,8 +1,9 @@
 /*
- * render.h: the two renderers of a snapshot, each a pure function.
- * render_json.c (jansson) makes the /stats document; render_prom.c makes
- * the Prometheus text exposition.  Both return a malloc'd NUL-terminated
- * string (caller frees) and set *len, or NULL on allocation failure.
+ * render.h: the three renderers of a snapshot, each a pure function.
+ * render_json.c (jansson) makes the /stats document, render_prom.c the
+ * Prometheus text exposition, render_html.c the status page's rows.  Each
+ * returns a malloc'd NUL-terminated string (caller frees) and sets *len, or
+ * NULL on allocation failure.
  */
 #ifndef UPPERD_RENDER_H
 #define UPPERD_RENDER_H

@@ -55,13 +55,13 @@ jreal(double v)
 /* Setting a NULL value fails, so callers can OR the results together and
  * check an allocation failure once. */
 static int
-put(json_t *o, const char *key, json_t *v)
+rjson_put(json_t *o, const char *key, json_t *v)
 {
 	return json_object_set_new(o, key, v);
 }
 
 static const char *
-state_name(enum snap_state st)
+rjson_state_name(enum snap_state st)
 {
 	if ((size_t)st >= sizeof(state_names) / sizeof(state_names[0]))
 		return "unknown";
@@ -75,7 +75,7 @@ state_name(enum snap_state st)
  * shortest %g of 10 is "1e+01".
  */
 static void
-fmt_bound(char dst[32], double v)
+rjson_fmt_bound(char dst[32], double v)
 {
 	int prec;
 
@@ -95,7 +95,7 @@ fmt_bound(char dst[32], double v)
  * the buckets, so they agree even when the snapshot caught an observation
  * half-written. */
 static json_t *
-histogram(const struct ctr_hist *h)
+rjson_histogram(const struct ctr_hist *h)
 {
 	json_t *o = json_object(), *buckets = json_object();
 	char key[32];
@@ -110,14 +110,14 @@ histogram(const struct ctr_hist *h)
 	for (k = 0; k < CTR_HIST_NBUCKETS; k++) {
 		cum += h->bucket[k];
 		if (k < CTR_HIST_NBOUNDS)
-			fmt_bound(key, hist_bounds[k]);
+			rjson_fmt_bound(key, hist_bounds[k]);
 		else
 			snprintf(key, sizeof(key), "+Inf");
-		err |= put(buckets, key, jint(cum));
+		err |= rjson_put(buckets, key, jint(cum));
 	}
-	err |= put(o, "buckets", buckets);
-	err |= put(o, "sum", jreal((double)h->sum_ns / 1e9));
-	err |= put(o, "count", jint(cum));
+	err |= rjson_put(o, "buckets", buckets);
+	err |= rjson_put(o, "sum", jreal((double)h->sum_ns / 1e9));
+	err |= rjson_put(o, "count", jint(cum));
 	if (err) {
 		json_decref(o);
 		return NULL;
@@ -127,18 +127,18 @@ histogram(const struct ctr_hist *h)
 
 /* Every counter of v as a key of o, named by ctr_meta only. */
 static int
-put_counters(json_t *o, const uint64_t v[CTR_COUNT])
+rjson_put_counters(json_t *o, const uint64_t v[CTR_COUNT])
 {
 	int err = 0;
 	size_t c;
 
 	for (c = 0; c < CTR_COUNT; c++)
-		err |= put(o, ctr_meta[c].name, jint(v[c]));
+		err |= rjson_put(o, ctr_meta[c].name, jint(v[c]));
 	return err;
 }
 
 static json_t *
-reasons(const struct snap_worker *w)
+rjson_reasons(const struct snap_worker *w)
 {
 	json_t *o = json_object();
 	int err = 0, r;
@@ -146,7 +146,7 @@ reasons(const struct snap_worker *w)
 	if (o == NULL)
 		return NULL;
 	for (r = 0; r < SNAP_NREASONS; r++)
-		err |= put(o, reason_names[r], jint(w->restarts_by_reason[r]));
+		err |= rjson_put(o, reason_names[r], jint(w->restarts_by_reason[r]));
 	if (err) {
 		json_decref(o);
 		return NULL;
@@ -157,7 +157,7 @@ reasons(const struct snap_worker *w)
 /* last_exit is a fixed array filled by snprintf; strnlen guards against a
  * writer that ever forgets the NUL. */
 static json_t *
-last_exit(const struct snap_worker *w)
+rjson_last_exit(const struct snap_worker *w)
 {
 	size_t n = strnlen(w->last_exit, sizeof(w->last_exit));
 
@@ -165,25 +165,25 @@ last_exit(const struct snap_worker *w)
 }
 
 static json_t *
-worker(const struct snap_worker *w)
+rjson_worker(const struct snap_worker *w)
 {
 	json_t *o = json_object();
 	int err = 0;
 
 	if (o == NULL)
 		return NULL;
-	err |= put(o, "slot", json_integer(w->slot));
-	err |= put(o, "pid", w->pid > 0 ? json_integer(w->pid) : json_null());
-	err |= put(o, "state", json_string(state_name(w->state)));
-	err |= put(o, "restarts", jint(snap_restarts(w)));
-	err |= put(o, "started_at",
+	err |= rjson_put(o, "slot", json_integer(w->slot));
+	err |= rjson_put(o, "pid", w->pid > 0 ? json_integer(w->pid) : json_null());
+	err |= rjson_put(o, "state", json_string(rjson_state_name(w->state)));
+	err |= rjson_put(o, "restarts", jint(snap_restarts(w)));
+	err |= rjson_put(o, "started_at",
 	    w->started_at > 0 ? jreal(w->started_at) : json_null());
-	err |= put(o, "restarts_by_reason", reasons(w));
-	err |= put(o, "last_exit", last_exit(w));
-	err |= put_counters(o, w->v);
-	err |= put(o, "cpu_seconds", jreal(w->cpu_seconds));
-	err |= put(o, "resident_memory_bytes", jint(w->rss_bytes));
-	err |= put(o, "tcp_connection_duration_seconds", histogram(&w->hist));
+	err |= rjson_put(o, "restarts_by_reason", rjson_reasons(w));
+	err |= rjson_put(o, "last_exit", rjson_last_exit(w));
+	err |= rjson_put_counters(o, w->v);
+	err |= rjson_put(o, "cpu_seconds", jreal(w->cpu_seconds));
+	err |= rjson_put(o, "resident_memory_bytes", jint(w->rss_bytes));
+	err |= rjson_put(o, "tcp_connection_duration_seconds", rjson_histogram(&w->hist));
 	if (err) {
 		json_decref(o);
 		return NULL;
@@ -192,7 +192,7 @@ worker(const struct snap_worker *w)
 }
 
 static void
-sum_slots(const struct snapshot *s, struct totals *t)
+rjson_sum_slots(const struct snapshot *s, struct totals *t)
 {
 	size_t i;
 	int k;
@@ -213,7 +213,7 @@ sum_slots(const struct snapshot *s, struct totals *t)
 }
 
 static json_t *
-totals(const struct snapshot *s)
+rjson_totals(const struct snapshot *s)
 {
 	struct totals t;
 	json_t *o = json_object();
@@ -221,11 +221,11 @@ totals(const struct snapshot *s)
 
 	if (o == NULL)
 		return NULL;
-	sum_slots(s, &t);
-	err |= put_counters(o, t.v);
-	err |= put(o, "cpu_seconds", jreal(t.cpu_seconds));
-	err |= put(o, "resident_memory_bytes", jint(t.rss_bytes));
-	err |= put(o, "tcp_connection_duration_seconds", histogram(&t.hist));
+	rjson_sum_slots(s, &t);
+	err |= rjson_put_counters(o, t.v);
+	err |= rjson_put(o, "cpu_seconds", jreal(t.cpu_seconds));
+	err |= rjson_put(o, "resident_memory_bytes", jint(t.rss_bytes));
+	err |= rjson_put(o, "tcp_connection_duration_seconds", rjson_histogram(&t.hist));
 	if (err) {
 		json_decref(o);
 		return NULL;
@@ -234,7 +234,7 @@ totals(const struct snapshot *s)
 }
 
 static json_t *
-workers(const struct snapshot *s)
+rjson_workers(const struct snapshot *s)
 {
 	json_t *a = json_array();
 	size_t i;
@@ -242,7 +242,7 @@ workers(const struct snapshot *s)
 	if (a == NULL)
 		return NULL;
 	for (i = 0; i < s->nworkers; i++)
-		if (json_array_append_new(a, worker(&s->workers[i])) == -1) {
+		if (json_array_append_new(a, rjson_worker(&s->workers[i])) == -1) {
 			json_decref(a);
 			return NULL;
 		}
@@ -250,19 +250,19 @@ workers(const struct snapshot *s)
 }
 
 static json_t *
-process(const struct snap_process *p)
+rjson_process(const struct snap_process *p)
 {
 	json_t *o = json_object();
 	int err = 0;
 
 	if (o == NULL)
 		return NULL;
-	err |= put(o, "cpu_seconds", jreal(p->cpu_seconds));
-	err |= put(o, "resident_memory_bytes", jint(p->rss_bytes));
-	err |= put(o, "virtual_memory_bytes", jint(p->vsize_bytes));
-	err |= put(o, "open_fds", jint(p->open_fds));
-	err |= put(o, "max_fds", jint(p->max_fds));
-	err |= put(o, "start_time_seconds", jreal(p->start_time));
+	err |= rjson_put(o, "cpu_seconds", jreal(p->cpu_seconds));
+	err |= rjson_put(o, "resident_memory_bytes", jint(p->rss_bytes));
+	err |= rjson_put(o, "virtual_memory_bytes", jint(p->vsize_bytes));
+	err |= rjson_put(o, "open_fds", jint(p->open_fds));
+	err |= rjson_put(o, "max_fds", jint(p->max_fds));
+	err |= rjson_put(o, "start_time_seconds", jreal(p->start_time));
 	if (err) {
 		json_decref(o);
 		return NULL;
@@ -277,7 +277,7 @@ process(const struct snap_process *p)
  * a worker's started_at into an uptime on the server's clock.
  */
 static json_t *
-document(const struct snapshot *s)
+rjson_document(const struct snapshot *s)
 {
 	json_t *o = json_object();
 	double up = s->now - s->start_time;
@@ -290,18 +290,18 @@ document(const struct snapshot *s)
 	for (i = 0; i < s->nworkers; i++)
 		restarts += snap_restarts(&s->workers[i]);
 	up = up > 0 ? round(up * 1000) / 1000 : 0;
-	err |= put(o, "version", json_string(s->version ? s->version : ""));
-	err |= put(o, "pid", json_integer(s->pid));
-	err |= put(o, "uptime_seconds", jreal(up));
-	err |= put(o, "start_time_seconds", jreal(s->start_time));
-	err |= put(o, "workers_configured",
+	err |= rjson_put(o, "version", json_string(s->version ? s->version : ""));
+	err |= rjson_put(o, "pid", json_integer(s->pid));
+	err |= rjson_put(o, "uptime_seconds", jreal(up));
+	err |= rjson_put(o, "start_time_seconds", jreal(s->start_time));
+	err |= rjson_put(o, "workers_configured",
 	    json_integer(s->workers_configured));
-	err |= put(o, "workers_running", json_integer(s->workers_running));
-	err |= put(o, "worker_restarts", jint(restarts));
-	err |= put(o, "totals", totals(s));
-	err |= put(o, "process", process(&s->proc));
-	err |= put(o, "scrape_duration_seconds", jreal(s->last_scrape_seconds));
-	err |= put(o, "workers", workers(s));
+	err |= rjson_put(o, "workers_running", json_integer(s->workers_running));
+	err |= rjson_put(o, "worker_restarts", jint(restarts));
+	err |= rjson_put(o, "totals", rjson_totals(s));
+	err |= rjson_put(o, "process", rjson_process(&s->proc));
+	err |= rjson_put(o, "scrape_duration_seconds", jreal(s->last_scrape_seconds));
+	err |= rjson_put(o, "workers", rjson_workers(s));
 	if (err) {
 		json_decref(o);
 		return NULL;
@@ -317,7 +317,7 @@ struct out {
 };
 
 static int
-append(const char *data, size_t n, void *arg)
+rjson_append(const char *data, size_t n, void *arg)
 {
 	struct out *o = arg;
 	size_t cap = o->cap ? o->cap : 16384;
@@ -341,18 +341,18 @@ char *
 render_json(const struct snapshot *s, size_t *len)
 {
 	struct out out = { 0 };
-	json_t *doc = document(s);
+	json_t *doc = rjson_document(s);
 	int rc;
 
 	if (doc == NULL)
 		return NULL;
-	rc = json_dump_callback(doc, append, &out, JSON_FLAGS);
+	rc = json_dump_callback(doc, rjson_append, &out, JSON_FLAGS);
 	json_decref(doc);
 	if (rc == -1 || out.p == NULL) {
 		free(out.p);
 		return NULL;
 	}
-	/* append() always leaves room for these two bytes. */
+	/* rjson_append() always leaves room for these two bytes. */
 	out.p[out.len++] = '\n';
 	out.p[out.len] = '\0';
 	*len = out.len;

@@ -124,7 +124,7 @@ bput_escaped(struct buf *b, const char *s, const char *special)
  * This is also the spelling of the le labels: "0.005" ... "1" ... "10".
  */
 static const char *
-fmt_num(char dst[32], double v)
+prom_fmt_num(char dst[32], double v)
 {
 	int prec;
 
@@ -150,7 +150,7 @@ fmt_num(char dst[32], double v)
  * names need no temporary string.  HELP escapes backslash and newline.
  */
 static void
-family(struct buf *b, const char *prefix, const char *name,
+prom_family(struct buf *b, const char *prefix, const char *name,
     const char *suffix, const char *type, const char *help)
 {
 	bprintf(b, "# HELP %s%s%s ", prefix, name, suffix);
@@ -161,7 +161,7 @@ family(struct buf *b, const char *prefix, const char *name,
 /* Only the version label comes from outside the snapshot's numbers, but
  * escaping it costs nothing and keeps the document parseable. */
 static void
-label_value(struct buf *b, const char *v)
+prom_label_value(struct buf *b, const char *v)
 {
 	bput_escaped(b, v, "\\\"\n");
 }
@@ -169,33 +169,33 @@ label_value(struct buf *b, const char *v)
 static void
 gauge_u64(struct buf *b, const char *name, const char *help, uint64_t v)
 {
-	family(b, "", name, "", "gauge", help);
+	prom_family(b, "", name, "", "gauge", help);
 	bprintf(b, "%s %" PRIu64 "\n", name, v);
 }
 
 static void
-single_num(struct buf *b, const char *name, const char *type,
+prom_single_num(struct buf *b, const char *name, const char *type,
     const char *help, double v)
 {
 	char num[32];
 
-	family(b, "", name, "", type, help);
-	bprintf(b, "%s %s\n", name, fmt_num(num, v));
+	prom_family(b, "", name, "", type, help);
+	bprintf(b, "%s %s\n", name, prom_fmt_num(num, v));
 }
 
 /* The supervisor-level families: what is configured and what serves. */
 static void
-supervisor_families(struct buf *b, const struct snapshot *s)
+prom_supervisor_families(struct buf *b, const struct snapshot *s)
 {
 	size_t i;
 
-	family(b, "", "upperd_build_info", "", "gauge",
+	prom_family(b, "", "upperd_build_info", "", "gauge",
 	    "A metric with a constant '1' value labeled by the version "
 	    "upperd was built from.");
 	bprintf(b, "upperd_build_info{version=\"");
-	label_value(b, s->version ? s->version : "");
+	prom_label_value(b, s->version ? s->version : "");
 	bprintf(b, "\"} 1\n");
-	single_num(b, "upperd_start_time_seconds", "gauge",
+	prom_single_num(b, "upperd_start_time_seconds", "gauge",
 	    "Start time of the supervisor since unix epoch in seconds.",
 	    s->start_time);
 	gauge_u64(b, "upperd_workers_configured",
@@ -206,13 +206,13 @@ supervisor_families(struct buf *b, const struct snapshot *s)
 
 	/* up means "a process of this slot is serving": starting, draining,
 	 * backoff and stopped are all 0, so sum() equals workers_running. */
-	family(b, "", "upperd_worker_up", "", "gauge",
+	prom_family(b, "", "upperd_worker_up", "", "gauge",
 	    "1 when the slot's worker is running and serving, else 0.");
 	for (i = 0; i < s->nworkers; i++)
 		bprintf(b, "upperd_worker_up{worker=\"%u\"} %d\n",
 		    s->workers[i].slot, s->workers[i].state == SNAP_RUNNING);
 
-	family(b, "", "upperd_worker_restarts_total", "", "counter",
+	prom_family(b, "", "upperd_worker_restarts_total", "", "counter",
 	    "Workers replaced in this slot, by reason.");
 	for (i = 0; i < s->nworkers; i++) {
 		const struct snap_worker *w = &s->workers[i];
@@ -227,7 +227,7 @@ supervisor_families(struct buf *b, const struct snapshot *s)
 
 /* The generated families: one per entry of CTR_COUNTERS, in its order. */
 static void
-counter_families(struct buf *b, const struct snapshot *s)
+prom_counter_families(struct buf *b, const struct snapshot *s)
 {
 	size_t c, i;
 
@@ -236,7 +236,7 @@ counter_families(struct buf *b, const struct snapshot *s)
 		bool counter = m->kind == CTR_KIND_COUNTER;
 		const char *sfx = counter ? "_total" : "";
 
-		family(b, "upperd_", m->name, sfx,
+		prom_family(b, "upperd_", m->name, sfx,
 		    counter ? "counter" : "gauge", m->help);
 		for (i = 0; i < s->nworkers; i++)
 			bprintf(b, "upperd_%s%s{worker=\"%u\"} %" PRIu64 "\n",
@@ -254,7 +254,7 @@ counter_families(struct buf *b, const struct snapshot *s)
  * Prometheus expects them equal.
  */
 static void
-histogram(struct buf *b, const struct snapshot *s)
+prom_histogram(struct buf *b, const struct snapshot *s)
 {
 	char store[CTR_HIST_NBOUNDS][32], num[32];
 	const char *le[CTR_HIST_NBUCKETS];
@@ -262,9 +262,9 @@ histogram(struct buf *b, const struct snapshot *s)
 	int k;
 
 	for (k = 0; k < CTR_HIST_NBOUNDS; k++)
-		le[k] = fmt_num(store[k], hist_bounds[k]);
+		le[k] = prom_fmt_num(store[k], hist_bounds[k]);
 	le[CTR_HIST_NBOUNDS] = "+Inf";
-	family(b, "", HIST, "", "histogram",
+	prom_family(b, "", HIST, "", "histogram",
 	    "Duration of finished TCP connections in seconds.");
 	for (i = 0; i < s->nworkers; i++) {
 		const struct snap_worker *w = &s->workers[i];
@@ -276,7 +276,7 @@ histogram(struct buf *b, const struct snapshot *s)
 			    PRIu64 "\n", w->slot, le[k], cum);
 		}
 		bprintf(b, HIST "_sum{worker=\"%u\"} %s\n", w->slot,
-		    fmt_num(num, (double)w->hist.sum_ns / 1e9));
+		    prom_fmt_num(num, (double)w->hist.sum_ns / 1e9));
 		bprintf(b, HIST "_count{worker=\"%u\"} %" PRIu64 "\n",
 		    w->slot, cum);
 	}
@@ -284,25 +284,25 @@ histogram(struct buf *b, const struct snapshot *s)
 
 /* What each slot's processes cost, and how long the last render took. */
 static void
-resource_families(struct buf *b, const struct snapshot *s)
+prom_resource_families(struct buf *b, const struct snapshot *s)
 {
 	char num[32];
 	size_t i;
 
-	family(b, "", "upperd_worker_cpu_seconds_total", "", "counter",
+	prom_family(b, "", "upperd_worker_cpu_seconds_total", "", "counter",
 	    "User and system CPU time spent by every process this slot ever "
 	    "had, in seconds.");
 	for (i = 0; i < s->nworkers; i++)
 		bprintf(b, "upperd_worker_cpu_seconds_total{worker=\"%u\"} "
 		    "%s\n", s->workers[i].slot,
-		    fmt_num(num, s->workers[i].cpu_seconds));
-	family(b, "", "upperd_worker_resident_memory_bytes", "", "gauge",
+		    prom_fmt_num(num, s->workers[i].cpu_seconds));
+	prom_family(b, "", "upperd_worker_resident_memory_bytes", "", "gauge",
 	    "Resident memory size of the slot's live processes in bytes.");
 	for (i = 0; i < s->nworkers; i++)
 		bprintf(b, "upperd_worker_resident_memory_bytes{worker=\"%u\"} "
 		    "%" PRIu64 "\n", s->workers[i].slot,
 		    s->workers[i].rss_bytes);
-	single_num(b, "upperd_scrape_duration_seconds", "gauge",
+	prom_single_num(b, "upperd_scrape_duration_seconds", "gauge",
 	    "Time the previous /stats or /metrics render took in seconds.",
 	    s->last_scrape_seconds);
 }
@@ -310,9 +310,9 @@ resource_families(struct buf *b, const struct snapshot *s)
 /* The supervisor's own process_* metrics, with the HELP texts of the
  * Prometheus client libraries so dashboards built for them just work. */
 static void
-process_families(struct buf *b, const struct snap_process *p)
+prom_process_families(struct buf *b, const struct snap_process *p)
 {
-	single_num(b, "process_cpu_seconds_total", "counter",
+	prom_single_num(b, "process_cpu_seconds_total", "counter",
 	    "Total user and system CPU time spent in seconds.",
 	    p->cpu_seconds);
 	gauge_u64(b, "process_resident_memory_bytes",
@@ -323,7 +323,7 @@ process_families(struct buf *b, const struct snap_process *p)
 	    p->open_fds);
 	gauge_u64(b, "process_max_fds",
 	    "Maximum number of open file descriptors.", p->max_fds);
-	single_num(b, "process_start_time_seconds", "gauge",
+	prom_single_num(b, "process_start_time_seconds", "gauge",
 	    "Start time of the process since unix epoch in seconds.",
 	    p->start_time);
 }
@@ -334,11 +334,11 @@ render_prom(const struct snapshot *s, size_t *len)
 {
 	struct buf b = { 0 };
 
-	supervisor_families(&b, s);
-	counter_families(&b, s);
-	histogram(&b, s);
-	resource_families(&b, s);
-	process_families(&b, &s->proc);
+	prom_supervisor_families(&b, s);
+	prom_counter_families(&b, s);
+	prom_histogram(&b, s);
+	prom_resource_families(&b, s);
+	prom_process_families(&b, &s->proc);
 	if (b.failed || !reserve(&b, 1)) {
 		free(b.p);
 		return NULL;

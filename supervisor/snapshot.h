@@ -58,6 +58,15 @@ struct snapshot {
 };
 
 /* restarts of one slot: the sum over reasons. */
-uint64_t snap_restarts(const struct snap_worker *w);
+static inline uint64_t
+snap_restarts(const struct snap_worker *w)
+{
+	uint64_t n = 0;
+	int i;
+
+	for (i = 0; i < SNAP_NREASONS; i++)
+		n += w->restarts_by_reason[i];
+	return n;
+}
 
 #endif

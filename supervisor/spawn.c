@@ -27,6 +27,33 @@
 static const char *const sup_reason_names[] = SNAP_REASON_NAMES;
 
 static int
+spawn_cmp_fd(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+/* A forked worker must not hold the supervisor's HTTP client sockets (or
+ * anything else it opened): close everything but what it keeps. */
+static void
+spawn_close_except(const int *keep, int n)
+{
+	int sorted[16], i, next = 3;
+
+	if (n > 16)
+		n = 16;
+	memcpy(sorted, keep, (size_t)n * sizeof(int));
+	qsort(sorted, (size_t)n, sizeof(int), spawn_cmp_fd);
+	for (i = 0; i < n; i++) {
+		if (sorted[i] < next)
+			continue;
+		if (sorted[i] > next)
+			close_range((unsigned)next, (unsigned)sorted[i] - 1, 0);
+		next = sorted[i] + 1;
+	}
+	close_range((unsigned)next, ~0U, 0);
+}
+
+static int
 sup_cell_alloc(struct sup *s)
 {
 	int i;
@@ -49,7 +76,7 @@ sup_child(struct sup *s, unsigned slot, int cell)
 
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	net_close_except(keep, 3);
+	spawn_close_except(keep, 3);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != s->pid)
 		_exit(1);
 	_exit(wrk_main(&a));
@@ -229,6 +256,16 @@ sup_on_crash(struct sup_slot *sl, const struct sup_proc *p,
 	    sl->backoff_s);
 }
 
+/*
+ * A reaped process gives its cell back: its counters and CPU time fold into
+ * the slot's base (so nothing the slot counted is lost or counted twice)
+ * and the slot's pointers move on (a dying active process hands the slot to
+ * its starting replacement).  Then the cause decides what follows: a stop
+ * the supervisor asked for, or any death while stopping, is logged and
+ * ends there; a crash of the serving process whose replacement is already
+ * forked counts as a crash but needs no respawn; any other crash of an
+ * active or starting process goes to the backoff policy.
+ */
 static void
 sup_on_exit(struct sup *s, int cell, int status, const struct rusage *ru)
 {
@@ -633,7 +670,7 @@ sup_shutdown(struct sup *s, int immediate)
 		s->mode = SUP_QUITTING;
 		log_info("quit: stopping every worker now");
 	} else if (s->mode == SUP_RUNNING) {
-		s->mode = SUP_DRAINING;
+		s->mode = SUP_STOPPING;
 		log_info("shutting down: draining workers for up to %us",
 		    s->cfg.drain_timeout);
 	} else

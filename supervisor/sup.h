@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "config.h"
 #include "counters.h"
@@ -52,7 +53,7 @@ struct sup_slot {
 	double base_cpu;
 };
 
-enum sup_mode { SUP_RUNNING, SUP_DRAINING, SUP_QUITTING };
+enum sup_mode { SUP_RUNNING, SUP_STOPPING, SUP_QUITTING };
 
 struct sup {
 	struct cfg cfg;
@@ -73,10 +74,19 @@ struct sup {
 	struct sup_proc proc[CTR_MAX_CELLS];
 };
 
+/* Wall-clock seconds, for what /stats shows as epoch times. */
+static inline double
+sup_epoch(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* loop.c */
 void sup_signals_init(struct sup *s);
 int sup_loop(struct sup *s);
-double sup_epoch(void);
 
 /* spawn.c: process lifecycle */
 void sup_start_workers(struct sup *s);
@@ -103,7 +113,7 @@ void sup_http_stop(struct sup *s);
 #define SUP_EV_HTTP 3  /* libmicrohttpd's own epoll fd */
 #define SUP_EV_STATS 4 /* the stats listener */
 
-/* http_gate.c: request-line check in front of libmicrohttpd */
+/* gate.c: request-line check in front of libmicrohttpd */
 void gate_init(void);
 void gate_accept(struct sup *s);
 void gate_event(struct sup *s, void *ptr);

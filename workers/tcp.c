@@ -26,7 +26,7 @@
 #define TCP_ACCEPT_PAUSE_NS 100000000ULL /* 100 ms, after fds run out */
 
 static void
-lru_unlink(struct wconn_list *l, struct wconn *c)
+tcp_lru_unlink(struct wconn_list *l, struct wconn *c)
 {
 	if (c->prev)
 		c->prev->next = c->next;
@@ -40,7 +40,7 @@ lru_unlink(struct wconn_list *l, struct wconn *c)
 }
 
 static void
-lru_append(struct wconn_list *l, struct wconn *c)
+tcp_lru_append(struct wconn_list *l, struct wconn *c)
 {
 	c->prev = l->tail;
 	c->next = NULL;
@@ -52,7 +52,7 @@ lru_append(struct wconn_list *l, struct wconn *c)
 }
 
 static struct wconn *
-conn_alloc(struct wrk *w)
+tcp_conn_alloc(struct wrk *w)
 {
 	struct wconn *c = w->free_conns;
 
@@ -65,11 +65,11 @@ conn_alloc(struct wrk *w)
 }
 
 static void
-conn_close(struct wrk *w, struct wconn *c)
+tcp_conn_close(struct wrk *w, struct wconn *c)
 {
 	close(c->fd);
 	free(c->pend);
-	lru_unlink(&w->lru, c);
+	tcp_lru_unlink(&w->lru, c);
 	w->nconns--;
 	ctr_sub(w->cell, CTR_tcp_connections_active, 1);
 	ctr_observe(w->cell, w->now_ns - c->accepted_ns);
@@ -79,17 +79,17 @@ conn_close(struct wrk *w, struct wconn *c)
 
 /* Not idle now: to the tail of the idle order. */
 static void
-conn_active(struct wrk *w, struct wconn *c)
+tcp_conn_active(struct wrk *w, struct wconn *c)
 {
 	c->last_active_ns = w->now_ns;
-	lru_unlink(&w->lru, c);
-	lru_append(&w->lru, c);
+	tcp_lru_unlink(&w->lru, c);
+	tcp_lru_append(&w->lru, c);
 }
 
 /* How much of our output the client's TCP has acknowledged; 0 when
  * unknown (a kernel before 4.2 leaves the field out). */
 static uint64_t
-conn_acked(const struct wconn *c)
+tcp_conn_acked(const struct wconn *c)
 {
 	struct tcp_info ti;
 	socklen_t len = sizeof(ti);
@@ -105,9 +105,9 @@ conn_acked(const struct wconn *c)
  * in one timeout, so our own writes (tcp_flush) can pause for longer than
  * that while the client reads steadily: only the ACKs tell. */
 static int
-conn_taking(struct wconn *c)
+tcp_conn_taking(struct wconn *c)
 {
-	uint64_t acked = conn_acked(c);
+	uint64_t acked = tcp_conn_acked(c);
 
 	if (acked <= c->acked)
 		return 0;
@@ -116,7 +116,7 @@ conn_taking(struct wconn *c)
 }
 
 static int
-conn_interest(struct wrk *w, struct wconn *c, uint32_t events)
+tcp_conn_interest(struct wrk *w, struct wconn *c, uint32_t events)
 {
 	struct epoll_event ev = { .events = events, .data.ptr = c };
 
@@ -132,7 +132,7 @@ tcp_add(struct wrk *w, int fd)
 	struct epoll_event ev = { .events = EPOLLIN };
 	struct wconn *c;
 
-	if ((c = conn_alloc(w)) == NULL) {
+	if ((c = tcp_conn_alloc(w)) == NULL) {
 		close(fd);
 		ctr_add(w->cell, CTR_tcp_connections_rejected, 1);
 		return;
@@ -149,7 +149,7 @@ tcp_add(struct wrk *w, int fd)
 		ctr_add(w->cell, CTR_tcp_connections_rejected, 1);
 		return;
 	}
-	lru_append(&w->lru, c);
+	tcp_lru_append(&w->lru, c);
 	w->nconns++;
 	ctr_add(w->cell, CTR_tcp_connections_accepted, 1);
 	ctr_add(w->cell, CTR_tcp_connections_active, 1);
@@ -237,7 +237,7 @@ tcp_write(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t len)
 	}
 	ctr_add(w->cell, CTR_tcp_bytes_sent, off);
 	if (dead) {
-		conn_close(w, c);
+		tcp_conn_close(w, c);
 		return -1;
 	}
 	return (ssize_t)off;
@@ -255,10 +255,10 @@ tcp_send(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t len)
 	if ((size_t)off == len)
 		return 0;
 	if ((c->pend = malloc(len - (size_t)off)) == NULL) {
-		conn_close(w, c);
+		tcp_conn_close(w, c);
 		return -1;
 	}
-	c->acked = conn_acked(c); /* for conn_taking */
+	c->acked = tcp_conn_acked(c); /* for conn_taking */
 	memcpy(c->pend, buf + off, len - (size_t)off);
 	c->pend_len = (uint32_t)(len - (size_t)off);
 	c->pend_off = 0;
@@ -268,7 +268,7 @@ tcp_send(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t len)
 #ifdef __SSE2__
 /* The byte lanes of a count vector (each at most 255) summed. */
 static inline uint64_t
-lane_sum(__m128i acc)
+tcp_lane_sum(__m128i acc)
 {
 	__m128i sum = _mm_sad_epu8(acc, _mm_setzero_si128());
 
@@ -284,7 +284,7 @@ lane_sum(__m128i acc)
  * loads from waiting on one add chain (44 -> 60 GB/s); each counts up to
  * 255 steps before _mm_sad_epu8 folds it into 64-bit sums. */
 static uint64_t
-count_newlines(const uint8_t *p, size_t n)
+tcp_count_newlines(const uint8_t *p, size_t n)
 {
 	uint64_t lines = 0;
 	size_t i = 0;
@@ -309,7 +309,7 @@ count_newlines(const uint8_t *p, size_t n)
 			d = _mm_sub_epi8(d, _mm_cmpeq_epi8(nl,
 			    _mm_loadu_si128(v + 3)));
 		}
-		lines += lane_sum(a) + lane_sum(b) + lane_sum(c) + lane_sum(d);
+		lines += tcp_lane_sum(a) + tcp_lane_sum(b) + tcp_lane_sum(c) + tcp_lane_sum(d);
 	}
 #endif
 	for (; i < n; i++)
@@ -333,9 +333,9 @@ tcp_read_once(struct wrk *w, struct wconn *c)
 		}
 		ctr_add(w->cell, CTR_tcp_bytes_received, (uint64_t)n);
 		ctr_add(w->cell, CTR_tcp_lines_received,
-		    count_newlines(w->inbuf, (size_t)n));
+		    tcp_count_newlines(w->inbuf, (size_t)n));
 		w->cell->activity_ns = w->now_ns;
-		conn_active(w, c);
+		tcp_conn_active(w, c);
 		out = upc_feed(&c->st, mode, w->inbuf, (size_t)n, w->outbuf);
 		if (tcp_send(w, c, w->outbuf, out) == -1)
 			return -1;
@@ -348,7 +348,7 @@ tcp_read_once(struct wrk *w, struct wconn *c)
 	}
 	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 		return 0;
-	conn_close(w, c);
+	tcp_conn_close(w, c);
 	return -1;
 }
 
@@ -362,7 +362,7 @@ tcp_flush(struct wrk *w, struct wconn *c)
 		return -1;
 	/* taking our reply: not idle (see tcp_expire_idle) */
 	if (n > 0)
-		conn_active(w, c);
+		tcp_conn_active(w, c);
 	c->pend_off += (uint32_t)n;
 	if (c->pend_off < c->pend_len)
 		return 0;
@@ -385,11 +385,11 @@ tcp_event(struct wrk *w, struct wconn *c, uint32_t events)
 			if ((r = tcp_read_once(w, c)) == -1)
 				return;
 	if (c->pend == NULL && c->eof) {
-		conn_close(w, c);
+		tcp_conn_close(w, c);
 		return;
 	}
-	if (conn_interest(w, c, c->pend ? EPOLLOUT : EPOLLIN) == -1)
-		conn_close(w, c);
+	if (tcp_conn_interest(w, c, c->pend ? EPOLLOUT : EPOLLIN) == -1)
+		tcp_conn_close(w, c);
 }
 
 /*
@@ -407,12 +407,12 @@ tcp_expire_idle(struct wrk *w)
 
 	while ((c = w->lru.head) != NULL &&
 	    w->now_ns - c->last_active_ns >= limit) {
-		if (c->pend != NULL && conn_taking(c)) {
-			conn_active(w, c);
+		if (c->pend != NULL && tcp_conn_taking(c)) {
+			tcp_conn_active(w, c);
 			continue;
 		}
 		ctr_add(w->cell, CTR_tcp_idle_timeouts, 1);
-		conn_close(w, c);
+		tcp_conn_close(w, c);
 	}
 }
 
@@ -421,5 +421,5 @@ tcp_close_all(struct wrk *w)
 {
 	w->now_ns = ctr_clock_ns();
 	while (w->lru.head != NULL)
-		conn_close(w, w->lru.head);
+		tcp_conn_close(w, w->lru.head);
 }

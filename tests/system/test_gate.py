@@ -1,5 +1,5 @@
 """
-The stats endpoint's gate (supervisor/http_gate.c), which accepts stats
+The stats endpoint's gate (supervisor/gate.c), which accepts stats
 connections itself, holds each until its request has arrived and answers
 the malformed ones before libmicrohttpd sees them: what a slow, partial,
 bursty or closing client must not do to the supervisor, and what every
@@ -21,7 +21,7 @@ from conftest import (http_get, recv_until_eof, status_of, tcp_connect,
 GOOD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-GATE_SLOTS = 64  # GATE_MAX in http_gate.c
+GATE_SLOTS = 64  # GATE_MAX in gate.c
 TCP_CLOSE, TCP_CLOSE_WAIT = 7, 8  # include/net/tcp_states.h
 
 
@@ -144,7 +144,7 @@ def test_no_libmicrohttpd_start_warning(upperd):
     assert "EXTERNAL_LOGGER" not in d.log(), d.log()
 
 
-GATE_TIMEOUT_S = 10  # in http_gate.c
+GATE_TIMEOUT_S = 10  # in gate.c
 
 
 def test_gate_timeout_is_408(daemon):
@@ -247,7 +247,7 @@ def head_of(size):
     return head + b"X-" + b"a" * pad + b": b\r\n\r\n"
 
 
-GATE_HEAD_MAX = 16384  # in http_line.h
+GATE_HEAD_MAX = 16384  # in gate_line.h
 
 
 def test_head_size_limit(daemon):

@@ -1,5 +1,5 @@
 /*
- * test_http_line.c: the stats endpoint's request-line check.  Every
+ * test_gate_line.c: the stats endpoint's request-line check.  Every
  * well-formed line must pass (or libmicrohttpd never sees real clients),
  * every malformed one must be refused (or it gets silence instead of a
  * 400), and a line still arriving must wait, whatever the split.
@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "http_line.h"
+#include "gate_line.h"
 
 struct line_case {
 	const char *text;

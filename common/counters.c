@@ -7,7 +7,6 @@
 #include <sys/mman.h>
 
 #include "counters.h"
-#include "snapshot.h"
 
 const struct ctr_meta ctr_meta[CTR_COUNT] = {
 #define CTR_META(name, kind, help) { #name, kind, help },
@@ -57,15 +56,4 @@ ctr_fold(uint64_t *dst_v, struct ctr_hist *dst_h, const struct ctr_cell *src)
 		dst_h->bucket[i] += ctr_get(&src->hist.bucket[i]);
 	dst_h->count += ctr_get(&src->hist.count);
 	dst_h->sum_ns += ctr_get(&src->hist.sum_ns);
-}
-
-uint64_t
-snap_restarts(const struct snap_worker *w)
-{
-	uint64_t n = 0;
-	int i;
-
-	for (i = 0; i < SNAP_NREASONS; i++)
-		n += w->restarts_by_reason[i];
-	return n;
 }

@@ -1,5 +1,5 @@
 /*
- * http_gate.c: the stats endpoint's doorman.  libmicrohttpd 0.9.75 drops
+ * gate.c: the stats endpoint's doorman.  libmicrohttpd 0.9.75 drops
  * some malformed requests without a word (a request line like "GARBAGE"
  * is closed silently, binary junk is held until the timeout), while the
  * contract wants a 4xx for every malformed request.  So the supervisor
@@ -27,7 +27,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "http_line.h"
+#include "gate_line.h"
 #include "log.h"
 #include "sup.h"
 

@@ -170,30 +170,3 @@ net_local_name(int fd, char *buf, size_t len)
 		snprintf(buf, len, "%s:%u", host, ntohs(in4->sin_port));
 	}
 }
-
-static int
-net_cmp_int(const void *a, const void *b)
-{
-	return *(const int *)a - *(const int *)b;
-}
-
-/* A forked worker must not hold the supervisor's HTTP client sockets (or
- * anything else it opened): close everything but what it keeps. */
-void
-net_close_except(const int *keep, int n)
-{
-	int sorted[16], i, next = 3;
-
-	if (n > 16)
-		n = 16;
-	memcpy(sorted, keep, (size_t)n * sizeof(int));
-	qsort(sorted, (size_t)n, sizeof(int), net_cmp_int);
-	for (i = 0; i < n; i++) {
-		if (sorted[i] < next)
-			continue;
-		if (sorted[i] > next)
-			close_range((unsigned)next, (unsigned)sorted[i] - 1, 0);
-		next = sorted[i] + 1;
-	}
-	close_range((unsigned)next, ~0U, 0);
-}

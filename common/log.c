@@ -25,12 +25,6 @@ static const char *const log_level_names[] = { "error", "warn", "info",
 	"debug" };
 
 void
-log_init(enum log_level level)
-{
-	log_level = level;
-}
-
-void
 log_setlevel(enum log_level level)
 {
 	log_level = level;
@@ -109,20 +103,56 @@ log_vwrite(enum log_level level, int with_errno, const char *fmt, va_list ap)
 	errno = saved;
 }
 
-#define LOG_FN(fn, level, with_errno)                                         \
-	void fn(const char *fmt, ...)                                          \
-	{                                                                      \
-		va_list ap;                                                    \
-		va_start(ap, fmt);                                             \
-		log_vwrite(level, with_errno, fmt, ap);                        \
-		va_end(ap);                                                    \
-	}
+/* The five loggers, written out so grep and ctags find them. */
+void
+log_warn(const char *fmt, ...)
+{
+	va_list ap;
 
-LOG_FN(log_warn, LOG_LEVEL_WARN, 1)
-LOG_FN(log_warnx, LOG_LEVEL_WARN, 0)
-LOG_FN(log_error, LOG_LEVEL_ERROR, 0)
-LOG_FN(log_info, LOG_LEVEL_INFO, 0)
-LOG_FN(log_debug, LOG_LEVEL_DEBUG, 0)
+	va_start(ap, fmt);
+	log_vwrite(LOG_LEVEL_WARN, 1, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_warnx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(LOG_LEVEL_WARN, 0, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(LOG_LEVEL_ERROR, 0, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_info(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(LOG_LEVEL_INFO, 0, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(LOG_LEVEL_DEBUG, 0, fmt, ap);
+	va_end(ap);
+}
 
 /* Both fatals end here: one line at error level, then exit(1). */
 static void __attribute__((noreturn))

@@ -1,11 +1,11 @@
 /*
- * http_line.c: is this the start of an HTTP request?  The pure half of the
- * stats endpoint's gate (http_gate.c): it looks only at bytes, so it is
- * unit-tested on its own (tests/unit/test_http_line.c).
+ * gate_line.c: is this the start of an HTTP request?  The pure half of the
+ * stats endpoint's gate (gate.c): it looks only at bytes, so it is
+ * unit-tested on its own (tests/unit/test_gate_line.c).
  */
 #include <string.h>
 
-#include "http_line.h"
+#include "gate_line.h"
 
 /* RFC 9110 token characters, for the method. */
 static int

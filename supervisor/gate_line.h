@@ -1,8 +1,8 @@
 /*
- * http_line.h: the request-line check in front of libmicrohttpd.
+ * gate_line.h: the request-line check in front of libmicrohttpd.
  */
-#ifndef UPPERD_HTTP_LINE_H
-#define UPPERD_HTTP_LINE_H
+#ifndef UPPERD_GATE_LINE_H
+#define UPPERD_GATE_LINE_H
 
 #include <stddef.h>
 
@@ -14,7 +14,7 @@
 
 enum gate_verdict { GATE_VALID, GATE_MORE, GATE_BAD, GATE_LONG, GATE_HUGE };
 
-/* Classify the first n bytes a client sent (see http_line.c): the
+/* Classify the first n bytes a client sent (see gate_line.c): the
  * request line alone, or the whole head. */
 int gate_check(const char *buf, size_t n);
 int gate_head(const char *buf, size_t n);
