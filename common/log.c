@@ -86,8 +86,8 @@ log_vwrite(enum log_level level, int with_errno, const char *fmt, va_list ap)
 		n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ ",
 		    ts.tv_nsec / 1000000);
 	}
-	r = snprintf(line + n, sizeof(line) - n, "%s %s[%d]: ",
-	    log_level_names[level], log_name, (int)getpid());
+	r = snprintf(line + n, sizeof(line) - n,
+	    "%s %s[%d]: ", log_level_names[level], log_name, (int)getpid());
 	n += (size_t)r;
 	r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 	n = r < 0 ? n : n + (size_t)r;

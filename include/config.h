@@ -18,23 +18,22 @@
 #define CFG_PATH_MAX 1024
 #define CFG_ERR_MAX 256
 
-
 /* Scheduling policy: auto (workers SCHED_BATCH while they have several
  * clients' work to batch, else SCHED_OTHER), batch (always SCHED_BATCH:
  * no wakeup preemption) or normal (SCHED_OTHER). */
 enum cfg_sched { CFG_SCHED_AUTO, CFG_SCHED_BATCH, CFG_SCHED_NORMAL };
 
 struct cfg {
-	char config[CFG_PATH_MAX];   /* "" = none */
+	char config[CFG_PATH_MAX]; /* "" = none */
 	unsigned workers;
-	char tcp[CFG_ADDR_MAX];      /* "off" disables */
+	char tcp[CFG_ADDR_MAX]; /* "off" disables */
 	char udp[CFG_ADDR_MAX];
 	char stats[CFG_ADDR_MAX];
 	unsigned max_conns;
-	unsigned idle_timeout;       /* seconds, 0 = never */
-	unsigned drain_timeout;      /* seconds */
-	unsigned heartbeat_timeout;  /* seconds */
-	unsigned long max_requests;  /* 0 = never */
+	unsigned idle_timeout;      /* seconds, 0 = never */
+	unsigned drain_timeout;     /* seconds */
+	unsigned heartbeat_timeout; /* seconds */
+	unsigned long max_requests; /* 0 = never */
 	enum upc_mode case_mode;
 	enum cfg_sched sched_policy;
 	enum log_level log_level;

@@ -25,24 +25,24 @@
 /* X(name, kind, help): kind is CTR_KIND_COUNTER or CTR_KIND_GAUGE. */
 #define CTR_COUNTERS(X)                                                        \
 	X(tcp_connections_accepted, CTR_KIND_COUNTER,                          \
-	  "TCP connections accepted.")                                          \
+	    "TCP connections accepted.")                                       \
 	X(tcp_connections_active, CTR_KIND_GAUGE,                              \
-	  "TCP connections currently open.")                                    \
+	    "TCP connections currently open.")                                 \
 	X(tcp_connections_rejected, CTR_KIND_COUNTER,                          \
-	  "TCP connections closed at once because the worker was at "          \
-	  "--max-conns.")                                                       \
+	    "TCP connections closed at once because the worker was at "        \
+	    "--max-conns.")                                                    \
 	X(tcp_idle_timeouts, CTR_KIND_COUNTER,                                 \
-	  "TCP connections closed after --idle-timeout without input.")         \
-	X(tcp_bytes_received, CTR_KIND_COUNTER, "TCP payload bytes received.")  \
-	X(tcp_bytes_sent, CTR_KIND_COUNTER, "TCP payload bytes sent.")          \
+	    "TCP connections closed after --idle-timeout without input.")      \
+	X(tcp_bytes_received, CTR_KIND_COUNTER, "TCP payload bytes received.") \
+	X(tcp_bytes_sent, CTR_KIND_COUNTER, "TCP payload bytes sent.")         \
 	X(tcp_lines_received, CTR_KIND_COUNTER,                                \
-	  "Newline bytes received over TCP.")                                   \
-	X(udp_datagrams_received, CTR_KIND_COUNTER, "UDP datagrams received.")  \
-	X(udp_datagrams_sent, CTR_KIND_COUNTER, "UDP datagrams sent.")          \
-	X(udp_bytes_received, CTR_KIND_COUNTER, "UDP payload bytes received.")  \
-	X(udp_bytes_sent, CTR_KIND_COUNTER, "UDP payload bytes sent.")          \
+	    "Newline bytes received over TCP.")                                \
+	X(udp_datagrams_received, CTR_KIND_COUNTER, "UDP datagrams received.") \
+	X(udp_datagrams_sent, CTR_KIND_COUNTER, "UDP datagrams sent.")         \
+	X(udp_bytes_received, CTR_KIND_COUNTER, "UDP payload bytes received.") \
+	X(udp_bytes_sent, CTR_KIND_COUNTER, "UDP payload bytes sent.")         \
 	X(udp_errors, CTR_KIND_COUNTER,                                        \
-	  "UDP datagrams that could not be received or answered.")
+	    "UDP datagrams that could not be received or answered.")
 
 enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_GAUGE };
 
@@ -50,12 +50,14 @@ enum ctr_id {
 #define CTR_ENUM(name, kind, help) CTR_##name,
 	CTR_COUNTERS(CTR_ENUM)
 #undef CTR_ENUM
-	CTR_COUNT
+	    CTR_COUNT
 };
 
 /* Prometheus's default histogram buckets (upper bounds, seconds). */
-#define CTR_HIST_BOUNDS                                                        \
-	{ 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+#define CTR_HIST_BOUNDS                                                 \
+	{                                                               \
+		0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 \
+	}
 #define CTR_HIST_NBOUNDS 11
 /* Bucket i counts observations <= bound i (not cumulative); the last bucket
  * (index CTR_HIST_NBOUNDS) counts those above every bound (+Inf). */
@@ -88,14 +90,14 @@ struct ctr_cell {
 	int32_t pid;
 	uint32_t pad0;
 	/* worker-written */
-	uint64_t heartbeat_ns;  /* CLOCK_MONOTONIC of the last loop tick */
-	uint64_t activity_ns;   /* CLOCK_MONOTONIC of the last client I/O */
-	uint64_t served;        /* TCP connections + UDP datagrams, for recycling */
-	uint32_t ready;         /* 1 once the event loop is serving */
-	uint32_t draining;      /* 1 once it stopped accepting */
-	uint32_t recycle;       /* 1 once it wants to be recycled */
-	uint32_t listening;     /* 1 while the listener is in its epoll set */
-	uint64_t recent;        /* connections accepted lately, halved every
+	uint64_t heartbeat_ns; /* CLOCK_MONOTONIC of the last loop tick */
+	uint64_t activity_ns;  /* CLOCK_MONOTONIC of the last client I/O */
+	uint64_t served;    /* TCP connections + UDP datagrams, for recycling */
+	uint32_t ready;     /* 1 once the event loop is serving */
+	uint32_t draining;  /* 1 once it stopped accepting */
+	uint32_t recycle;   /* 1 once it wants to be recycled */
+	uint32_t listening; /* 1 while the listener is in its epoll set */
+	uint64_t recent;    /* connections accepted lately, halved every
 				   worker tick: the churn part of the load */
 	uint64_t v[CTR_COUNT];
 	struct ctr_hist hist;
@@ -159,7 +161,7 @@ void ctr_observe(struct ctr_cell *c, uint64_t ns);
 
 /* Add src's counters and histogram into dst (a supervisor-private copy);
  * gauges are not folded: their connections died with the process. */
-void ctr_fold(uint64_t *dst_v, struct ctr_hist *dst_h,
-    const struct ctr_cell *src);
+void
+ctr_fold(uint64_t *dst_v, struct ctr_hist *dst_h, const struct ctr_cell *src);
 
 #endif

@@ -15,12 +15,11 @@ int net_split_addr(const char *s, char *host, size_t hostlen, int *af,
     const char **port);
 
 /* Parse "ADDR:PORT" or "[V6]:PORT" into ss; -1 (errno EINVAL) if bad. */
-int net_parse_addr(const char *s, struct sockaddr_storage *ss,
-    socklen_t *len);
+int net_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 
 /* Bound, listening, non-blocking TCP socket; -1 with errno. */
-int net_listen_tcp(const struct sockaddr_storage *ss, socklen_t len,
-    int backlog);
+int
+net_listen_tcp(const struct sockaddr_storage *ss, socklen_t len, int backlog);
 
 /* Bound, non-blocking UDP socket; -1 with errno. */
 int net_bind_udp(const struct sockaddr_storage *ss, socklen_t len);

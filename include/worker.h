@@ -14,11 +14,11 @@
 struct wrk_args {
 	const struct cfg *cfg;
 	struct ctr_table *tab;
-	unsigned cell;   /* this process's counter cell */
-	unsigned slot;   /* worker index: what the logs and metrics call it */
-	int tcp_fd;      /* shared listener, -1 when TCP is off */
-	int udp_fd;      /* shared UDP socket, -1 when UDP is off */
-	pid_t parent;    /* the supervisor, to detect having been orphaned */
+	unsigned cell; /* this process's counter cell */
+	unsigned slot; /* worker index: what the logs and metrics call it */
+	int tcp_fd;    /* shared listener, -1 when TCP is off */
+	int udp_fd;    /* shared UDP socket, -1 when UDP is off */
+	pid_t parent;  /* the supervisor, to detect having been orphaned */
 };
 
 /* Run a worker until it is told to stop; returns its exit status (0 clean,

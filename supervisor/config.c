@@ -39,10 +39,10 @@ enum cfg_kind {
 /* One setting: its long option name (= file key), short option, storage. */
 struct cfg_opt {
 	const char *name;
-	int short_opt;    /* 0: long option only */
+	int short_opt; /* 0: long option only */
 	enum cfg_kind kind;
-	size_t off;       /* offsetof(struct cfg, field) */
-	size_t size;      /* CFG_KIND_STR: the field's size, with the NUL */
+	size_t off;  /* offsetof(struct cfg, field) */
+	size_t size; /* CFG_KIND_STR: the field's size, with the NUL */
 	unsigned long min;
 	unsigned long max;
 };
@@ -59,17 +59,15 @@ struct cfg_opt {
 /* The only list of settings: getopt's table and cfg_set both use it. */
 static const struct cfg_opt cfg_opts[] = {
 	{ "config", 'c', CFG_KIND_STR, CFG_STR(config), 1, 0 },
-	{ "workers", 'w', CFG_KIND_UINT, CFG_NUM(workers), 1,
-	    CFG_MAX_WORKERS },
+	{ "workers", 'w', CFG_KIND_UINT, CFG_NUM(workers), 1, CFG_MAX_WORKERS },
 	{ "tcp", 't', CFG_KIND_ADDR, CFG_STR(tcp), 0, 0 },
 	{ "udp", 'u', CFG_KIND_ADDR, CFG_STR(udp), 0, 0 },
 	{ "stats", 's', CFG_KIND_ADDR, CFG_STR(stats), 0, 0 },
 	{ "max-conns", 0, CFG_KIND_UINT, CFG_NUM(max_conns), 1, 1000000 },
 	{ "idle-timeout", 0, CFG_KIND_UINT, CFG_NUM(idle_timeout), 0, 86400 },
-	{ "drain-timeout", 0, CFG_KIND_UINT, CFG_NUM(drain_timeout), 0,
-	    86400 },
-	{ "heartbeat-timeout", 0, CFG_KIND_UINT, CFG_NUM(heartbeat_timeout),
-	    1, 3600 },
+	{ "drain-timeout", 0, CFG_KIND_UINT, CFG_NUM(drain_timeout), 0, 86400 },
+	{ "heartbeat-timeout", 0, CFG_KIND_UINT, CFG_NUM(heartbeat_timeout), 1,
+	    3600 },
 	{ "max-requests", 0, CFG_KIND_ULONG, CFG_NUM(max_requests), 0,
 	    CFG_MAX_REQUESTS_MAX },
 	{ "case", 0, CFG_KIND_CASE, CFG_NUM(case_mode), 0, 0 },
@@ -90,20 +88,24 @@ static const struct cfg_opt cfg_opts[] = {
 /* Input bytes of a user's text quoted in an error, so the line stays short. */
 #define CFG_QUOTE_MAX 64
 /* Room for n input bytes escaped by cfg_printable: 4 each, "...", NUL. */
-#define CFG_SHOWN(n) ((n) * 4 + 4)
+#define CFG_SHOWN(n) ((n)*4 + 4)
 /* Scratch room for a message before it is cut to the caller's errlen. */
 #define CFG_MSG_MAX 1024
 
 static const char *const cfg_case_names[] = {
-	[UPC_UNICODE] = "unicode", [UPC_ASCII] = "ascii",
+	[UPC_UNICODE] = "unicode",
+	[UPC_ASCII] = "ascii",
 };
 static const char *const cfg_sched_names[] = {
-	[CFG_SCHED_AUTO] = "auto", [CFG_SCHED_BATCH] = "batch",
+	[CFG_SCHED_AUTO] = "auto",
+	[CFG_SCHED_BATCH] = "batch",
 	[CFG_SCHED_NORMAL] = "normal",
 };
 static const char *const cfg_level_names[] = {
-	[LOG_LEVEL_ERROR] = "error", [LOG_LEVEL_WARN] = "warn",
-	[LOG_LEVEL_INFO] = "info", [LOG_LEVEL_DEBUG] = "debug",
+	[LOG_LEVEL_ERROR] = "error",
+	[LOG_LEVEL_WARN] = "warn",
+	[LOG_LEVEL_INFO] = "info",
+	[LOG_LEVEL_DEBUG] = "debug",
 };
 
 const char cfg_usage[] =
@@ -254,8 +256,8 @@ cfg_parse_ulong(const char *s, unsigned long min, unsigned long max,
 
 /* Store an integer setting, or explain the accepted range in why. */
 static int
-cfg_apply_int(struct cfg *c, const struct cfg_opt *o, const char *v,
-    char *why, size_t whylen)
+cfg_apply_int(struct cfg *c, const struct cfg_opt *o, const char *v, char *why,
+    size_t whylen)
 {
 	unsigned long n;
 
@@ -277,8 +279,7 @@ cfg_split_addr(const char *s, char *host, size_t hostlen, int *af,
     const char **port, char *why, size_t whylen)
 {
 	if (net_split_addr(s, host, hostlen, af, port) == -1) {
-		snprintf(why, whylen,
-		    "expected off, IPV4:PORT or [IPV6]:PORT");
+		snprintf(why, whylen, "expected off, IPV4:PORT or [IPV6]:PORT");
 		return -1;
 	}
 	if (*af == AF_INET && strchr(host, ':') != NULL) {
@@ -306,8 +307,8 @@ cfg_check_addr(const char *v, char *why, size_t whylen)
 
 	if (strcmp(v, "off") == 0)
 		return 0;
-	if (cfg_split_addr(v, host, sizeof(host), &af, &port, why,
-	    whylen) == -1)
+	if (cfg_split_addr(v, host, sizeof(host), &af, &port, why, whylen) ==
+	    -1)
 		return -1;
 	if (!(af == AF_INET && strcmp(host, "*") == 0) &&
 	    inet_pton(af, host, bin) != 1) {
@@ -327,8 +328,8 @@ cfg_check_addr(const char *v, char *why, size_t whylen)
 
 /* Store a string setting if it fits and is long enough; -1 + why. */
 static int
-cfg_apply_str(struct cfg *c, const struct cfg_opt *o, const char *v,
-    char *why, size_t whylen)
+cfg_apply_str(struct cfg *c, const struct cfg_opt *o, const char *v, char *why,
+    size_t whylen)
 {
 	size_t n = strlen(v);
 
@@ -358,7 +359,10 @@ cfg_choice(const char *v, const char *const *names, size_t n, char *why,
 	o = (size_t)snprintf(why, whylen, "expected");
 	for (i = 0; i < n && o < whylen; i++)
 		o += (size_t)snprintf(why + o, whylen - o, "%s%s",
-		    i == 0 ? " " : i + 1 == n ? " or " : ", ", names[i]);
+		    i == 0         ? " " :
+		        i + 1 == n ? " or " :
+		                     ", ",
+		    names[i]);
 	return -1;
 }
 
@@ -549,8 +553,8 @@ cfg_split_line(char *line, char **key, char **value, const char **why)
 
 /* Prefix a line's error with "path:line: ", as compilers do. */
 static int
-cfg_line_error(const char *path, unsigned lineno, const char *msg,
-    char *err, size_t errlen)
+cfg_line_error(const char *path, unsigned lineno, const char *msg, char *err,
+    size_t errlen)
 {
 	char shown[CFG_SHOWN(CFG_QUOTE_MAX * 2)];
 
@@ -572,12 +576,13 @@ cfg_file_line(struct cfg *c, char *line, const char *path, unsigned lineno,
 
 	if ((r = cfg_split_line(line, &key, &value, &why)) <= 0)
 		return r == 0 ? 0 :
-		    cfg_line_error(path, lineno, why, err, errlen);
+		                cfg_line_error(path, lineno, why, err, errlen);
 	if ((o = cfg_find(key)) == NULL) {
 		cfg_printable(shown, sizeof(shown), key, CFG_QUOTE_MAX);
 		snprintf(msg, sizeof(msg), "unknown key \"%s\"", shown);
 	} else if (strcmp(key, "config") == 0) {
-		snprintf(msg, sizeof(msg), "\"config\" cannot be set in a "
+		snprintf(msg, sizeof(msg),
+		    "\"config\" cannot be set in a "
 		    "config file, only with -c on the command line");
 	} else if (cfg_set_opt(c, o, value, "", msg, sizeof(msg)) == 0) {
 		return 0;
@@ -656,7 +661,7 @@ cfg_longopts(struct option *lo)
 
 	for (i = 0; i < CFG_NOPTS; i++)
 		lo[i] = (struct option){ cfg_opts[i].name, required_argument,
-		    NULL, CFG_LONG_VAL(i) };
+			NULL, CFG_LONG_VAL(i) };
 	lo[i++] = (struct option){ "help", no_argument, NULL, 'h' };
 	lo[i++] = (struct option){ "version", no_argument, NULL, 'V' };
 	lo[i] = (struct option){ NULL, 0, NULL, 0 };
@@ -695,8 +700,7 @@ cfg_missing_value(char *err, size_t errlen)
  * unique abbreviations, as GNU tools do): say which, listing candidates.
  */
 static int
-cfg_bad_long(const char *arg, const struct option *lo, char *err,
-    size_t errlen)
+cfg_bad_long(const char *arg, const struct option *lo, char *err, size_t errlen)
 {
 	char raw[CFG_QUOTE_MAX + 2], name[CFG_SHOWN(CFG_QUOTE_MAX)];
 	size_t n = strcspn(arg + 2, "="), i, o, hits = 0;
@@ -722,8 +726,7 @@ cfg_bad_long(const char *arg, const struct option *lo, char *err,
 
 /* getopt said '?': an unknown option, or a value given to -h/-V. */
 static int
-cfg_bad_option(char **argv, const struct option *lo, char *err,
-    size_t errlen)
+cfg_bad_option(char **argv, const struct option *lo, char *err, size_t errlen)
 {
 	const char *arg = optind > 0 ? argv[optind - 1] : "";
 	char ch[2] = { (char)optopt, '\0' }, shown[8];

@@ -31,14 +31,14 @@
 #include "log.h"
 #include "sup.h"
 
-#define GATE_MAX 64          /* connections waiting for their head */
+#define GATE_MAX 64 /* connections waiting for their head */
 #define GATE_TIMEOUT_S 10
 #define GATE_EVICT_NS 1000000000ULL /* a waiter this old may be evicted */
-#define GATE_BATCH 32        /* accepts per wakeup: libmicrohttpd runs between */
-#define GATE_GONE (-1)       /* verdict: the client closed or failed */
+#define GATE_BATCH 32  /* accepts per wakeup: libmicrohttpd runs between */
+#define GATE_GONE (-1) /* verdict: the client closed or failed */
 
 struct gate_conn {
-	int fd;                  /* -1: free */
+	int fd; /* -1: free */
 	uint64_t accepted_ns;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
@@ -51,20 +51,24 @@ static struct gate_conn gates[GATE_MAX];
  * an accept succeeds again. */
 static int gate_paused, gate_warned;
 
-static const char gate_400[] = "HTTP/1.1 400 Bad Request\r\n"
+static const char gate_400[] =
+    "HTTP/1.1 400 Bad Request\r\n"
     "Content-Type: text/plain\r\nContent-Length: 12\r\n"
     "Connection: close\r\n\r\nbad request\n";
-static const char gate_408[] = "HTTP/1.1 408 Request Timeout\r\n"
+static const char gate_408[] =
+    "HTTP/1.1 408 Request Timeout\r\n"
     "Content-Type: text/plain\r\nContent-Length: 16\r\n"
     "Connection: close\r\n\r\nrequest timeout\n";
-static const char gate_414[] = "HTTP/1.1 414 URI Too Long\r\n"
+static const char gate_414[] =
+    "HTTP/1.1 414 URI Too Long\r\n"
     "Content-Type: text/plain\r\nContent-Length: 17\r\n"
     "Connection: close\r\n\r\nrequest too long\n";
 static const char gate_431[] =
     "HTTP/1.1 431 Request Header Fields Too Large\r\n"
     "Content-Type: text/plain\r\nContent-Length: 18\r\n"
     "Connection: close\r\n\r\nheaders too large\n";
-static const char gate_503[] = "HTTP/1.1 503 Service Unavailable\r\n"
+static const char gate_503[] =
+    "HTTP/1.1 503 Service Unavailable\r\n"
     "Content-Type: text/plain\r\nContent-Length: 12\r\n"
     "Connection: close\r\n\r\nserver busy\n";
 
@@ -95,8 +99,8 @@ gate_reply(int fd, const char *reply, size_t len)
 static void
 gate_resume(struct sup *s)
 {
-	if (gate_paused && evsrc_watch(s->ev.ep, s->stats_fd,
-	    SUP_EV_STATS) == 0)
+	if (gate_paused &&
+	    evsrc_watch(s->ev.ep, s->stats_fd, SUP_EV_STATS) == 0)
 		gate_paused = 0;
 }
 
@@ -116,8 +120,7 @@ gate_free(struct sup *s, struct gate_conn *g)
 }
 
 static void
-gate_drop(struct sup *s, struct gate_conn *g, const char *reply,
-    size_t len)
+gate_drop(struct sup *s, struct gate_conn *g, const char *reply, size_t len)
 {
 	epoll_ctl(s->ev.ep, EPOLL_CTL_DEL, g->fd, NULL);
 	if (reply != NULL)
@@ -197,7 +200,7 @@ gate_pass(struct sup *s, struct gate_conn *g)
 	int keep = fcntl(g->fd, F_DUPFD_CLOEXEC, 0);
 
 	if (MHD_add_connection(s->mhd, g->fd, (struct sockaddr *)&g->addr,
-	    g->addrlen) == MHD_YES) {
+	        g->addrlen) == MHD_YES) {
 		if (keep != -1)
 			close(keep);
 		return;
@@ -253,8 +256,8 @@ static int
 gate_take(struct sup *s, struct gate_conn *c)
 {
 	c->addrlen = sizeof(c->addr);
-	c->fd = accept4(s->stats_fd, (struct sockaddr *)&c->addr,
-	    &c->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	c->fd = accept4(s->stats_fd, (struct sockaddr *)&c->addr, &c->addrlen,
+	    SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (c->fd != -1) {
 		gate_warned = 0;
 		c->accepted_ns = ctr_clock_ns();
@@ -316,8 +319,9 @@ gate_expire(struct sup *s)
 	int i;
 
 	for (i = 0; i < GATE_MAX; i++)
-		if (gates[i].fd != -1 && now - gates[i].accepted_ns >=
-		    GATE_TIMEOUT_S * 1000000000ULL)
+		if (gates[i].fd != -1 &&
+		    now - gates[i].accepted_ns >=
+		        GATE_TIMEOUT_S * 1000000000ULL)
 			gate_drop(s, &gates[i], gate_408, sizeof(gate_408) - 1);
 	gate_resume(s);
 }

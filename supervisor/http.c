@@ -28,8 +28,8 @@ http_reply(struct MHD_Connection *conn, unsigned code, const char *type,
 	struct MHD_Response *r;
 	enum MHD_Result ret;
 
-	r = MHD_create_response_from_buffer(len, body, must_free ?
-	    MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	r = MHD_create_response_from_buffer(len, body,
+	    must_free ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
 	if (r == NULL) {
 		if (must_free)
 			free(body);
@@ -53,8 +53,8 @@ http_reply(struct MHD_Connection *conn, unsigned code, const char *type,
 static enum MHD_Result
 http_text(struct MHD_Connection *conn, unsigned code, const char *text)
 {
-	return http_reply(conn, code, "text/plain; charset=utf-8",
-	    (char *)text, strlen(text), 0);
+	return http_reply(conn, code, "text/plain; charset=utf-8", (char *)text,
+	    strlen(text), 0);
 }
 
 /* Render a fresh snapshot with one of the renderers, timing it for
@@ -92,8 +92,8 @@ http_healthz(struct MHD_Connection *conn, struct sup *s)
 		sup_announce(s);
 		return http_text(conn, 200, "ok");
 	}
-	snprintf(reason, sizeof(reason), "%u of %u workers running\n",
-	    running, s->configured);
+	snprintf(reason, sizeof(reason), "%u of %u workers running\n", running,
+	    s->configured);
 	return http_text(conn, 503, reason);
 }
 
@@ -142,12 +142,12 @@ sup_http_start(struct sup *s)
 	/* The logger first: libmicrohttpd writes whatever it logs before
 	 * this option raw to stderr, and warns when it is not first. */
 	s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-	    MHD_USE_NO_LISTEN_SOCKET, 0, NULL, NULL, http_handler, s,
-	    MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_LIMIT,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY_LIMIT,
-	    MHD_OPTION_END);
+	        MHD_USE_NO_LISTEN_SOCKET,
+	    0, NULL, NULL, http_handler, s, MHD_OPTION_EXTERNAL_LOGGER,
+	    http_log, NULL, MHD_OPTION_CONNECTION_LIMIT,
+	    (unsigned)HTTP_CONN_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned)HTTP_CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	    (size_t)HTTP_MEMORY_LIMIT, MHD_OPTION_END);
 	return s->mhd == NULL ? -1 : 0;
 }
 

@@ -110,8 +110,9 @@ sup_loop(struct sup *s)
 	struct epoll_event ev[16];
 	int i, n;
 
-	if (s->mhd != NULL && (evsrc_watch(s->ev.ep, sup_http_fd(s), SUP_EV_HTTP) ||
-	    evsrc_watch(s->ev.ep, s->stats_fd, SUP_EV_STATS)))
+	if (s->mhd != NULL &&
+	    (evsrc_watch(s->ev.ep, sup_http_fd(s), SUP_EV_HTTP) ||
+	        evsrc_watch(s->ev.ep, s->stats_fd, SUP_EV_STATS)))
 		fatal("epoll_ctl http");
 	while (s->mode == SUP_RUNNING || sup_live_procs(s) > 0) {
 		n = epoll_wait(s->ev.ep, ev, 16, sup_http_timeout_ms(s));

@@ -58,8 +58,8 @@ open_socket(const char *what, const char *addr, int tcp)
 		die(2, "invalid %s address \"%s\"", what, addr);
 	fd = tcp ? net_listen_tcp(&ss, len, 4096) : net_bind_udp(&ss, len);
 	if (fd == -1)
-		die(1, "cannot %s %s %s: %s", tcp ? "listen on" : "bind",
-		    what, addr, strerror(errno));
+		die(1, "cannot %s %s %s: %s", tcp ? "listen on" : "bind", what,
+		    addr, strerror(errno));
 	return fd;
 }
 

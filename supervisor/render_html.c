@@ -15,20 +15,27 @@ static const char *const html_states[] = SNAP_STATE_NAMES;
 static void
 html_row(FILE *f, const struct snapshot *s, const struct snap_worker *w)
 {
-	fprintf(f, "<tr data-slot=\"%u\" class=\"%s\"><td class=\"slot\">%u"
-	    "</td>", w->slot, html_states[w->state], w->slot);
+	fprintf(f,
+	    "<tr data-slot=\"%u\" class=\"%s\"><td class=\"slot\">%u"
+	    "</td>",
+	    w->slot, html_states[w->state], w->slot);
 	if (w->pid)
-		fprintf(f, "<td class=\"pid\">%d</td><td class=\"state\">%s"
-		    "</td><td class=\"uptime\">%.0fs</td>", (int)w->pid,
-		    html_states[w->state], s->now - w->started_at);
+		fprintf(f,
+		    "<td class=\"pid\">%d</td><td class=\"state\">%s"
+		    "</td><td class=\"uptime\">%.0fs</td>",
+		    (int)w->pid, html_states[w->state], s->now - w->started_at);
 	else
-		fprintf(f, "<td class=\"pid\">-</td><td class=\"state\">%s"
-		    "</td><td class=\"uptime\">-</td>", html_states[w->state]);
-	fprintf(f, "<td class=\"restarts\">%llu</td>"
+		fprintf(f,
+		    "<td class=\"pid\">-</td><td class=\"state\">%s"
+		    "</td><td class=\"uptime\">-</td>",
+		    html_states[w->state]);
+	fprintf(f,
+	    "<td class=\"restarts\">%llu</td>"
 	    "<td class=\"tcp_connections_active\">%llu</td>",
 	    (unsigned long long)snap_restarts(w),
 	    (unsigned long long)w->v[CTR_tcp_connections_active]);
-	fprintf(f, "<td class=\"tcp_connections_accepted\" data-total=\"%llu\">"
+	fprintf(f,
+	    "<td class=\"tcp_connections_accepted\" data-total=\"%llu\">"
 	    "-</td><td class=\"tcp_bytes_received\" data-total=\"%llu\">-</td>"
 	    "<td class=\"tcp_bytes_sent\" data-total=\"%llu\">-</td>"
 	    "<td class=\"udp_datagrams_received\" data-total=\"%llu\">-</td>",

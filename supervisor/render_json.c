@@ -22,7 +22,7 @@
 
 #include "render.h"
 
-#define JSON_FLAGS                                                             \
+#define JSON_FLAGS \
 	(JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15))
 
 static const char *const state_names[] = SNAP_STATE_NAMES;
@@ -146,7 +146,8 @@ rjson_reasons(const struct snap_worker *w)
 	if (o == NULL)
 		return NULL;
 	for (r = 0; r < SNAP_NREASONS; r++)
-		err |= rjson_put(o, reason_names[r], jint(w->restarts_by_reason[r]));
+		err |= rjson_put(o, reason_names[r],
+		    jint(w->restarts_by_reason[r]));
 	if (err) {
 		json_decref(o);
 		return NULL;
@@ -173,7 +174,8 @@ rjson_worker(const struct snap_worker *w)
 	if (o == NULL)
 		return NULL;
 	err |= rjson_put(o, "slot", json_integer(w->slot));
-	err |= rjson_put(o, "pid", w->pid > 0 ? json_integer(w->pid) : json_null());
+	err |= rjson_put(o, "pid",
+	    w->pid > 0 ? json_integer(w->pid) : json_null());
 	err |= rjson_put(o, "state", json_string(rjson_state_name(w->state)));
 	err |= rjson_put(o, "restarts", jint(snap_restarts(w)));
 	err |= rjson_put(o, "started_at",
@@ -183,7 +185,8 @@ rjson_worker(const struct snap_worker *w)
 	err |= rjson_put_counters(o, w->v);
 	err |= rjson_put(o, "cpu_seconds", jreal(w->cpu_seconds));
 	err |= rjson_put(o, "resident_memory_bytes", jint(w->rss_bytes));
-	err |= rjson_put(o, "tcp_connection_duration_seconds", rjson_histogram(&w->hist));
+	err |= rjson_put(o, "tcp_connection_duration_seconds",
+	    rjson_histogram(&w->hist));
 	if (err) {
 		json_decref(o);
 		return NULL;
@@ -225,7 +228,8 @@ rjson_totals(const struct snapshot *s)
 	err |= rjson_put_counters(o, t.v);
 	err |= rjson_put(o, "cpu_seconds", jreal(t.cpu_seconds));
 	err |= rjson_put(o, "resident_memory_bytes", jint(t.rss_bytes));
-	err |= rjson_put(o, "tcp_connection_duration_seconds", rjson_histogram(&t.hist));
+	err |= rjson_put(o, "tcp_connection_duration_seconds",
+	    rjson_histogram(&t.hist));
 	if (err) {
 		json_decref(o);
 		return NULL;
@@ -242,7 +246,8 @@ rjson_workers(const struct snapshot *s)
 	if (a == NULL)
 		return NULL;
 	for (i = 0; i < s->nworkers; i++)
-		if (json_array_append_new(a, rjson_worker(&s->workers[i])) == -1) {
+		if (json_array_append_new(a, rjson_worker(&s->workers[i])) ==
+		    -1) {
 			json_decref(a);
 			return NULL;
 		}
@@ -290,17 +295,20 @@ rjson_document(const struct snapshot *s)
 	for (i = 0; i < s->nworkers; i++)
 		restarts += snap_restarts(&s->workers[i]);
 	up = up > 0 ? round(up * 1000) / 1000 : 0;
-	err |= rjson_put(o, "version", json_string(s->version ? s->version : ""));
+	err |= rjson_put(o, "version",
+	    json_string(s->version ? s->version : ""));
 	err |= rjson_put(o, "pid", json_integer(s->pid));
 	err |= rjson_put(o, "uptime_seconds", jreal(up));
 	err |= rjson_put(o, "start_time_seconds", jreal(s->start_time));
 	err |= rjson_put(o, "workers_configured",
 	    json_integer(s->workers_configured));
-	err |= rjson_put(o, "workers_running", json_integer(s->workers_running));
+	err |= rjson_put(o, "workers_running",
+	    json_integer(s->workers_running));
 	err |= rjson_put(o, "worker_restarts", jint(restarts));
 	err |= rjson_put(o, "totals", rjson_totals(s));
 	err |= rjson_put(o, "process", rjson_process(&s->proc));
-	err |= rjson_put(o, "scrape_duration_seconds", jreal(s->last_scrape_seconds));
+	err |= rjson_put(o, "scrape_duration_seconds",
+	    jreal(s->last_scrape_seconds));
 	err |= rjson_put(o, "workers", rjson_workers(s));
 	if (err) {
 		json_decref(o);

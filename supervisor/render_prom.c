@@ -219,9 +219,10 @@ prom_supervisor_families(struct buf *b, const struct snapshot *s)
 		int r;
 
 		for (r = 0; r < SNAP_NREASONS; r++)
-			bprintf(b, "upperd_worker_restarts_total{worker=\"%u\","
-			    "reason=\"%s\"} %" PRIu64 "\n", w->slot,
-			    reason_names[r], w->restarts_by_reason[r]);
+			bprintf(b,
+			    "upperd_worker_restarts_total{worker=\"%u\","
+			    "reason=\"%s\"} %" PRIu64 "\n",
+			    w->slot, reason_names[r], w->restarts_by_reason[r]);
 	}
 }
 
@@ -272,13 +273,15 @@ prom_histogram(struct buf *b, const struct snapshot *s)
 
 		for (k = 0; k < CTR_HIST_NBUCKETS; k++) {
 			cum += w->hist.bucket[k];
-			bprintf(b, HIST "_bucket{worker=\"%u\",le=\"%s\"} %"
-			    PRIu64 "\n", w->slot, le[k], cum);
+			bprintf(b,
+			    HIST "_bucket{worker=\"%u\",le=\"%s\"} %" PRIu64
+			         "\n",
+			    w->slot, le[k], cum);
 		}
 		bprintf(b, HIST "_sum{worker=\"%u\"} %s\n", w->slot,
 		    prom_fmt_num(num, (double)w->hist.sum_ns / 1e9));
-		bprintf(b, HIST "_count{worker=\"%u\"} %" PRIu64 "\n",
-		    w->slot, cum);
+		bprintf(b, HIST "_count{worker=\"%u\"} %" PRIu64 "\n", w->slot,
+		    cum);
 	}
 }
 
@@ -293,15 +296,18 @@ prom_resource_families(struct buf *b, const struct snapshot *s)
 	    "User and system CPU time spent by every process this slot ever "
 	    "had, in seconds.");
 	for (i = 0; i < s->nworkers; i++)
-		bprintf(b, "upperd_worker_cpu_seconds_total{worker=\"%u\"} "
-		    "%s\n", s->workers[i].slot,
+		bprintf(b,
+		    "upperd_worker_cpu_seconds_total{worker=\"%u\"} "
+		    "%s\n",
+		    s->workers[i].slot,
 		    prom_fmt_num(num, s->workers[i].cpu_seconds));
 	prom_family(b, "", "upperd_worker_resident_memory_bytes", "", "gauge",
 	    "Resident memory size of the slot's live processes in bytes.");
 	for (i = 0; i < s->nworkers; i++)
-		bprintf(b, "upperd_worker_resident_memory_bytes{worker=\"%u\"} "
-		    "%" PRIu64 "\n", s->workers[i].slot,
-		    s->workers[i].rss_bytes);
+		bprintf(b,
+		    "upperd_worker_resident_memory_bytes{worker=\"%u\"} "
+		    "%" PRIu64 "\n",
+		    s->workers[i].slot, s->workers[i].rss_bytes);
 	prom_single_num(b, "upperd_scrape_duration_seconds", "gauge",
 	    "Time the previous /stats or /metrics render took in seconds.",
 	    s->last_scrape_seconds);
@@ -313,8 +319,7 @@ static void
 prom_process_families(struct buf *b, const struct snap_process *p)
 {
 	prom_single_num(b, "process_cpu_seconds_total", "counter",
-	    "Total user and system CPU time spent in seconds.",
-	    p->cpu_seconds);
+	    "Total user and system CPU time spent in seconds.", p->cpu_seconds);
 	gauge_u64(b, "process_resident_memory_bytes",
 	    "Resident memory size in bytes.", p->rss_bytes);
 	gauge_u64(b, "process_virtual_memory_bytes",

@@ -41,9 +41,10 @@ proc_read_stat(const char *pid, struct proc_stat *ps)
 	buf[n > 0 ? n : 0] = '\0';
 	if ((p = strrchr(buf, ')')) == NULL)
 		return -1;
-	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu "
-	    "%llu %*d %*d %*d %*d %*d %*d %llu %llu %lld", &ut, &st, &start,
-	    &vsize, &rss) != 5)
+	if (sscanf(p + 2,
+	        "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu "
+	        "%llu %*d %*d %*d %*d %*d %*d %llu %llu %lld",
+	        &ut, &st, &start, &vsize, &rss) != 5)
 		return -1;
 	ps->cpu_seconds = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 	ps->start_ticks = (double)start;
@@ -131,7 +132,8 @@ sup_snapshot(struct sup *s, struct snapshot *snap)
 	unsigned i, hwm = s->tab->ncells_hwm;
 
 	memset(snap, 0, sizeof(*snap));
-	snap->workers = calloc(s->nslots ? s->nslots : 1, sizeof(*snap->workers));
+	snap->workers = calloc(s->nslots ? s->nslots : 1,
+	    sizeof(*snap->workers));
 	if (snap->workers == NULL)
 		return -1;
 	snap->version = UPPERD_VERSION;

@@ -13,26 +13,41 @@
 
 #include "counters.h"
 
-enum snap_state { SNAP_STARTING, SNAP_RUNNING, SNAP_DRAINING, SNAP_BACKOFF,
-	SNAP_STOPPED };
-#define SNAP_STATE_NAMES { "starting", "running", "draining", "backoff", \
-	"stopped" }
+enum snap_state {
+	SNAP_STARTING,
+	SNAP_RUNNING,
+	SNAP_DRAINING,
+	SNAP_BACKOFF,
+	SNAP_STOPPED
+};
+#define SNAP_STATE_NAMES                                                \
+	{                                                               \
+		"starting", "running", "draining", "backoff", "stopped" \
+	}
 
-enum snap_reason { SNAP_CRASH, SNAP_HUNG, SNAP_RECYCLE, SNAP_RELOAD,
-	SNAP_NREASONS };
-#define SNAP_REASON_NAMES { "crash", "hung", "recycle", "reload" }
+enum snap_reason {
+	SNAP_CRASH,
+	SNAP_HUNG,
+	SNAP_RECYCLE,
+	SNAP_RELOAD,
+	SNAP_NREASONS
+};
+#define SNAP_REASON_NAMES                            \
+	{                                            \
+		"crash", "hung", "recycle", "reload" \
+	}
 
 struct snap_worker {
 	unsigned slot;
-	pid_t pid;                 /* 0 when no process serves the slot */
+	pid_t pid; /* 0 when no process serves the slot */
 	enum snap_state state;
-	double started_at;         /* epoch seconds of the current pid; 0 none */
+	double started_at; /* epoch seconds of the current pid; 0 none */
 	uint64_t restarts_by_reason[SNAP_NREASONS];
-	char last_exit[24];        /* "signal N", "exit N", or "" for null */
+	char last_exit[24]; /* "signal N", "exit N", or "" for null */
 	uint64_t v[CTR_COUNT];
 	struct ctr_hist hist;
-	double cpu_seconds;        /* every process the slot ever had */
-	uint64_t rss_bytes;        /* live processes of the slot */
+	double cpu_seconds; /* every process the slot ever had */
+	uint64_t rss_bytes; /* live processes of the slot */
 };
 
 struct snap_process {
@@ -41,19 +56,19 @@ struct snap_process {
 	uint64_t vsize_bytes;
 	uint64_t open_fds;
 	uint64_t max_fds;
-	double start_time;          /* epoch seconds */
+	double start_time; /* epoch seconds */
 };
 
 struct snapshot {
 	const char *version;
 	pid_t pid;
-	double now;                 /* epoch seconds when taken */
-	double start_time;          /* epoch seconds the supervisor started */
+	double now;        /* epoch seconds when taken */
+	double start_time; /* epoch seconds the supervisor started */
 	unsigned workers_configured;
 	unsigned workers_running;
 	double last_scrape_seconds; /* time the previous render took */
 	struct snap_process proc;
-	size_t nworkers;            /* slots ever used: configured or stopped */
+	size_t nworkers; /* slots ever used: configured or stopped */
 	struct snap_worker *workers;
 };
 

@@ -69,8 +69,8 @@ sup_cell_alloc(struct sup *s)
 static void __attribute__((noreturn))
 sup_child(struct sup *s, unsigned slot, int cell)
 {
-	struct wrk_args a = { &s->cfg, s->tab, (unsigned)cell, slot,
-		s->tcp_fd, s->udp_fd, s->pid };
+	struct wrk_args a = { &s->cfg, s->tab, (unsigned)cell, slot, s->tcp_fd,
+		s->udp_fd, s->pid };
 	int keep[3] = { s->tcp_fd, s->udp_fd, log_fd() };
 	sigset_t none;
 
@@ -110,8 +110,10 @@ sup_spawn(struct sup *s, unsigned slot)
 	if (pid == 0)
 		sup_child(s, slot, cell);
 	c->pid = pid;
-	s->proc[cell] = (struct sup_proc){ .pid = pid, .slot = slot,
-		.started_ns = ctr_clock_ns(), .started_at = sup_epoch() };
+	s->proc[cell] = (struct sup_proc){ .pid = pid,
+		.slot = slot,
+		.started_ns = ctr_clock_ns(),
+		.started_at = sup_epoch() };
 	log_debug("worker %u started, pid %d", slot, (int)pid);
 	return cell;
 }
@@ -177,8 +179,8 @@ sup_live_procs(const struct sup *s)
 static int
 sup_proc_ready(const struct sup *s, int cell)
 {
-	return cell >= 0 && __atomic_load_n(&s->tab->cell[cell].ready,
-	    __ATOMIC_ACQUIRE);
+	return cell >= 0 &&
+	    __atomic_load_n(&s->tab->cell[cell].ready, __ATOMIC_ACQUIRE);
 }
 
 /* The cell of the process that stands for slot i: its active worker, else
@@ -207,7 +209,7 @@ sup_slot_state(const struct sup *s, unsigned i)
 		if (s->proc[sl->active].stop != SUP_STOP_NONE)
 			return SNAP_DRAINING;
 		return sup_proc_ready(s, sl->active) ? SNAP_RUNNING :
-		    SNAP_STARTING;
+		                                       SNAP_STARTING;
 	}
 	if (!sl->retired && !sl->failed && s->mode == SUP_RUNNING)
 		return SNAP_BACKOFF;
@@ -233,15 +235,16 @@ sup_describe_exit(int status, char *buf, size_t len)
  * clients waiting for a successor forever.
  */
 static void
-sup_on_crash(struct sup_slot *sl, const struct sup_proc *p,
-    int status, int was_next)
+sup_on_crash(struct sup_slot *sl, const struct sup_proc *p, int status,
+    int was_next)
 {
 	double uptime = (double)(ctr_clock_ns() - p->started_ns) / 1e9;
 
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 2 && !was_next) {
 		sl->failed = 1;
 		log_error("worker %u pid %d exited with status 2 (startup "
-		    "error), not respawned", p->slot, (int)p->pid);
+		          "error), not respawned",
+		    p->slot, (int)p->pid);
 		return;
 	}
 	sl->restarts[SNAP_CRASH]++;
@@ -274,8 +277,9 @@ sup_on_exit(struct sup *s, int cell, int status, const struct rusage *ru)
 	int was_active = sl->active == cell, was_next = sl->next == cell;
 
 	ctr_fold(sl->base_v, &sl->base_hist, &s->tab->cell[cell]);
-	sl->base_cpu += (double)ru->ru_utime.tv_sec + ru->ru_utime.tv_usec /
-	    1e6 + (double)ru->ru_stime.tv_sec + ru->ru_stime.tv_usec / 1e6;
+	sl->base_cpu += (double)ru->ru_utime.tv_sec +
+	    ru->ru_utime.tv_usec / 1e6 + (double)ru->ru_stime.tv_sec +
+	    ru->ru_stime.tv_usec / 1e6;
 	memset(&s->tab->cell[cell], 0, sizeof(s->tab->cell[cell]));
 	memset(&s->proc[cell], 0, sizeof(s->proc[cell]));
 	sup_describe_exit(status, sl->last_exit, sizeof(sl->last_exit));
@@ -302,9 +306,10 @@ sup_on_exit(struct sup *s, int cell, int status, const struct rusage *ru)
 		 * to respawn, so no backoff either */
 		sl->restarts[SNAP_CRASH]++;
 		log_warnx("worker %u pid %d %s %s; replacement pid %d takes "
-		    "over", p.slot, (int)p.pid, WIFSIGNALED(status) ?
-		    "killed by" : "exited with", sl->last_exit,
-		    (int)s->proc[sl->active].pid);
+		          "over",
+		    p.slot, (int)p.pid,
+		    WIFSIGNALED(status) ? "killed by" : "exited with",
+		    sl->last_exit, (int)s->proc[sl->active].pid);
 	} else if (was_active || was_next)
 		sup_on_crash(sl, &p, status, was_next);
 }
@@ -353,7 +358,7 @@ sup_check_hung(struct sup *s, unsigned i, uint64_t now)
 		snprintf(last, sizeof(last), "%.1fs ago",
 		    (double)(now - act) / 1e9);
 	log_warnx("worker %u pid %d hung: no heartbeat for %.1fs while "
-	    "%s, %llu connections open, last client i/o %s; killing it",
+	          "%s, %llu connections open, last client i/o %s; killing it",
 	    i, (int)s->proc[cell].pid, (double)(now - hb) / 1e9,
 	    c->ready ? "serving" : "starting",
 	    (unsigned long long)ctr_get(&c->v[CTR_tcp_connections_active]),
@@ -378,7 +383,8 @@ sup_check_next(struct sup *s, unsigned i, uint64_t now)
 	    now - p->started_ns < (uint64_t)s->cfg.heartbeat_timeout * NS)
 		return;
 	log_warnx("worker %u replacement pid %d not serving after %.1fs, "
-	    "killing it", i, (int)p->pid, (double)(now - p->started_ns) / 1e9);
+	          "killing it",
+	    i, (int)p->pid, (double)(now - p->started_ns) / 1e9);
 	sup_kill_proc(s, sl->next, SUP_STOP_HUNG);
 	sl->restarts[SNAP_HUNG]++;
 	sl->next = -1;
@@ -410,7 +416,7 @@ sup_check_swap(struct sup *s, unsigned i)
 	if (sl->next < 0 || !sup_proc_ready(s, sl->next))
 		return;
 	why = sl->next_reason == SNAP_RELOAD ? SUP_STOP_RELOAD :
-	    SUP_STOP_RECYCLE;
+	                                       SUP_STOP_RECYCLE;
 	if (sl->active >= 0) {
 		log_info("worker %u pid %d replaced by pid %d (%s), draining",
 		    i, (int)s->proc[sl->active].pid, (int)s->proc[sl->next].pid,
@@ -434,7 +440,8 @@ sup_tick_slot(struct sup *s, unsigned i, uint64_t now)
 		if (sl->active >= 0 && sl->next < 0 && !sl->next_pending &&
 		    s->tab->cell[sl->active].recycle) {
 			log_info("worker %u pid %d reached --max-requests, "
-			    "recycling", i, (int)s->proc[sl->active].pid);
+			         "recycling",
+			    i, (int)s->proc[sl->active].pid);
 			sup_begin_replace(s, i, SNAP_RECYCLE);
 		}
 		if (sl->next >= 0)
@@ -459,7 +466,8 @@ sup_kill_overdue(struct sup *s, uint64_t now)
 		p = &s->proc[i];
 		if (p->pid && p->kill_at_ns && now >= p->kill_at_ns) {
 			log_warnx("worker %u pid %d outlived its drain, "
-			    "killing it", p->slot, (int)p->pid);
+			          "killing it",
+			    p->slot, (int)p->pid);
 			sup_kill_proc(s, (int)i, p->stop);
 		}
 	}
@@ -543,8 +551,8 @@ sup_keep_fixed(const struct cfg *old, struct cfg *nc)
 	if (strcmp(old->tcp, nc->tcp) || strcmp(old->udp, nc->udp) ||
 	    strcmp(old->stats, nc->stats))
 		log_warnx("reload: listening addresses cannot change without "
-		    "a restart, keeping tcp %s udp %s stats %s", old->tcp,
-		    old->udp, old->stats);
+		          "a restart, keeping tcp %s udp %s stats %s",
+		    old->tcp, old->udp, old->stats);
 	memcpy(nc->tcp, old->tcp, sizeof(nc->tcp));
 	memcpy(nc->udp, old->udp, sizeof(nc->udp));
 	memcpy(nc->stats, old->stats, sizeof(nc->stats));
@@ -598,12 +606,12 @@ sup_apply_sched(const struct cfg *c)
 {
 	struct sched_param sp = { .sched_priority = 0 };
 	int policy = c->sched_policy == CFG_SCHED_NORMAL ? SCHED_OTHER :
-	    SCHED_BATCH;
+	                                                   SCHED_BATCH;
 
 	if (sched_getscheduler(0) != policy &&
 	    sched_setscheduler(0, policy, &sp) == -1)
-		log_warn("sched_setscheduler %s", policy == SCHED_BATCH ?
-		    "SCHED_BATCH" : "SCHED_OTHER");
+		log_warn("sched_setscheduler %s",
+		    policy == SCHED_BATCH ? "SCHED_BATCH" : "SCHED_OTHER");
 }
 
 /* HUP: an invalid file changes nothing; a valid one replaces every worker
@@ -620,7 +628,8 @@ sup_reload(struct sup *s)
 		return;
 	if (cfg_load(&nc, s->argc, s->argv, &action, err, sizeof(err)) == -1) {
 		log_error("reload failed, keeping the running configuration: "
-		    "%s", err);
+		          "%s",
+		    err);
 		return;
 	}
 	sup_keep_fixed(&s->cfg, &nc);

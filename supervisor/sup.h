@@ -22,25 +22,31 @@
 #include "snapshot.h"
 
 /* Why the supervisor told a process to stop (none: it died on its own). */
-enum sup_stop { SUP_STOP_NONE, SUP_STOP_HUNG, SUP_STOP_RELOAD,
-	SUP_STOP_RECYCLE, SUP_STOP_RETIRE, SUP_STOP_SHUTDOWN,
-	SUP_STOP_SUPERSEDED };
+enum sup_stop {
+	SUP_STOP_NONE,
+	SUP_STOP_HUNG,
+	SUP_STOP_RELOAD,
+	SUP_STOP_RECYCLE,
+	SUP_STOP_RETIRE,
+	SUP_STOP_SHUTDOWN,
+	SUP_STOP_SUPERSEDED
+};
 
 struct sup_proc {
-	pid_t pid;              /* 0: cell free */
+	pid_t pid; /* 0: cell free */
 	unsigned slot;
-	uint64_t started_ns;    /* CLOCK_MONOTONIC */
-	double started_at;      /* epoch seconds, for /stats */
+	uint64_t started_ns; /* CLOCK_MONOTONIC */
+	double started_at;   /* epoch seconds, for /stats */
 	enum sup_stop stop;
-	uint64_t kill_at_ns;    /* SIGKILL deadline once told to stop; 0 none */
+	uint64_t kill_at_ns; /* SIGKILL deadline once told to stop; 0 none */
 };
 
 struct sup_slot {
-	int used;               /* ever configured: shown in /stats */
-	int retired;            /* removed by TTOU or a smaller reload */
-	int failed;             /* last worker exited 2: not respawned */
-	int active;             /* cell of the serving process, -1 none */
-	int next;               /* cell of a starting replacement, -1 none */
+	int used;    /* ever configured: shown in /stats */
+	int retired; /* removed by TTOU or a smaller reload */
+	int failed;  /* last worker exited 2: not respawned */
+	int active;  /* cell of the serving process, -1 none */
+	int next;    /* cell of a starting replacement, -1 none */
 	enum snap_reason next_reason;
 	int next_pending;       /* a replacement is wanted but not forked */
 	unsigned backoff_s;     /* delay before the latest spawn */
@@ -60,16 +66,16 @@ struct sup {
 	int argc;
 	char **argv;
 	pid_t pid;
-	double start_time;      /* epoch */
+	double start_time; /* epoch */
 	struct ctr_table *tab;
 	int tcp_fd, udp_fd, stats_fd;
 	struct evsrc ev;
 	struct MHD_Daemon *mhd;
 	enum sup_mode mode;
-	int announced;          /* the "ready" line was logged */
-	unsigned configured;    /* workers wanted now (config, TTIN/TTOU) */
-	unsigned nslots;        /* slots ever used */
-	double last_scrape;     /* seconds the previous render took */
+	int announced;       /* the "ready" line was logged */
+	unsigned configured; /* workers wanted now (config, TTIN/TTOU) */
+	unsigned nslots;     /* slots ever used */
+	double last_scrape;  /* seconds the previous render took */
 	struct sup_slot slot[CFG_MAX_WORKERS];
 	struct sup_proc proc[CTR_MAX_CELLS];
 };

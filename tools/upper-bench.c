@@ -91,8 +91,8 @@ enum ub_slot_state {
 	UB_SLOT_DONE
 };
 
-static const char *const ub_mode_names[] = {
-    "rr", "udp", "bulk", "idle", "churn"};
+static const char *const ub_mode_names[] = { "rr", "udp", "bulk", "idle",
+	"churn" };
 
 struct ub_opts {
 	enum ub_mode mode;
@@ -236,7 +236,7 @@ ub_hist_index(uint64_t v)
 		return (unsigned)v;
 	e = 63 - (unsigned)__builtin_clzll(v);
 	return (e - UB_HIST_BITS + 1) * UB_HIST_SUB +
-	       (unsigned)((v >> (e - UB_HIST_BITS)) & (UB_HIST_SUB - 1));
+	    (unsigned)((v >> (e - UB_HIST_BITS)) & (UB_HIST_SUB - 1));
 }
 
 /* The middle of bucket i: the value reported for anything in it. */
@@ -311,8 +311,8 @@ ub_streams_rr(struct ub_ctx *x)
 	x->in = ub_calloc(len, 1);
 	x->exp = ub_calloc(len, 1);
 	for (i = 0; i < len; i++)
-		x->in[i] =
-		    (uint8_t)(i % size == size - 1 ? '\n' : 'a' + i % 26);
+		x->in[i] = (uint8_t)(i % size == size - 1 ? '\n' :
+		                                            'a' + i % 26);
 	memcpy(x->exp, x->in, len);
 	ub_ascii_upper(x->exp, len);
 	x->in_period = x->exp_period = period;
@@ -323,22 +323,22 @@ ub_streams_rr(struct ub_ctx *x)
  * what full case mapping does: growth (ß, ﬁ, ΐ), titlecase digraphs (ǆ),
  * 2-, 3- and 4-byte sequences and caseless scripts. */
 static const char *const ub_mixed_text[] = {
-    "le cœur déçu mais l'âme plutôt naïve, louÿs rêva de crapaüter en "
-    "canoë au delà des îles. ",
-    "die straße ist übermäßig groß, ärgerlich für öde füße. ",
-    "ξεσκεπάζω την ψυχοφθόρα βδελυγμία, ΐ και ΰ. ",
-    "съешь же ещё этих мягких французских булок, да выпей чаю. ",
-    "日本語のテキストと漢字、中文字符，한국어 문장. ",
-    "emoji 😀🎉👍 and 𐐨𐐩 deseret. ",
-    "ǆemal ǉubljana ǌegoš, ﬁne ﬂow ﬀ. ",
-    "plain english words keep the ascii fast path busy most of the time.\n",
+	"le cœur déçu mais l'âme plutôt naïve, louÿs rêva de crapaüter en "
+	"canoë au delà des îles. ",
+	"die straße ist übermäßig groß, ärgerlich für öde füße. ",
+	"ξεσκεπάζω την ψυχοφθόρα βδελυγμία, ΐ και ΰ. ",
+	"съешь же ещё этих мягких французских булок, да выпей чаю. ",
+	"日本語のテキストと漢字、中文字符，한국어 문장. ",
+	"emoji 😀🎉👍 and 𐐨𐐩 deseret. ",
+	"ǆemal ǉubljana ǌegoš, ﬁne ﬂow ﬀ. ",
+	"plain english words keep the ascii fast path busy most of the time.\n",
 };
 
 static void
 ub_fill_text(uint8_t *blk, size_t n, int mixed)
 {
-	static const char *const words[] = {"the ", "quick ", "brown ", "fox ",
-	    "jumps ", "over ", "lazy ", "dog ", "sentence\n"};
+	static const char *const words[] = { "the ", "quick ", "brown ", "fox ",
+		"jumps ", "over ", "lazy ", "dog ", "sentence\n" };
 	uint64_t seed = 0x9e3779b97f4a7c15ULL;
 	const char *s;
 	size_t pos = 0, len;
@@ -419,7 +419,7 @@ ub_streams_bulk(struct ub_ctx *x)
 static void
 ub_watch(struct ub_ctx *x, struct ub_conn *c, uint32_t events)
 {
-	struct epoll_event ev = {.events = events, .data.ptr = c};
+	struct epoll_event ev = { .events = events, .data.ptr = c };
 
 	if (events == c->events)
 		return;
@@ -445,7 +445,7 @@ ub_close(struct ub_ctx *x, struct ub_conn *c)
 static int
 ub_bind_source(int fd, uint32_t gidx)
 {
-	struct sockaddr_in src = {.sin_family = AF_INET};
+	struct sockaddr_in src = { .sin_family = AF_INET };
 	int on = 1;
 
 	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof(on));
@@ -467,8 +467,8 @@ ub_connect(struct ub_ctx *x, struct ub_conn *c)
 {
 	int on = 1;
 
-	c->fd = socket(
-	    x->dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	c->fd = socket(x->dst.ss_family,
+	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (c->fd == -1) {
 		ub_connect_failed(x, errno);
 		return -1;
@@ -973,8 +973,8 @@ ub_udp_open(struct ub_ctx *x, struct ub_conn *c)
 {
 	int i;
 
-	c->fd = socket(
-	    x->udst.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	c->fd = socket(x->udst.ss_family,
+	    SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (c->fd == -1 ||
 	    connect(c->fd, (struct sockaddr *)&x->udst, x->udstlen) == -1)
 		ub_die("udp socket: %s", strerror(errno));
@@ -1107,14 +1107,15 @@ ub_plan(struct ub_ctx *x)
 	int nact, i, depth = o->depth;
 	uint64_t q;
 
-	nact = ub_share(
-	    o->mode == UB_MODE_UDP ? o->sockets : o->conns, x->proc, o->procs);
+	nact = ub_share(o->mode == UB_MODE_UDP ? o->sockets : o->conns, x->proc,
+	    o->procs);
 	/* idle: the working connections all in process 0, so the client side
 	 * of the work is rr's exactly and only the idle ones differ */
 	if (o->mode == UB_MODE_IDLE)
 		nact = x->proc == 0 ? o->conns : 0;
-	x->nidle =
-	    o->mode == UB_MODE_IDLE ? ub_share(o->idle, x->proc, o->procs) : 0;
+	x->nidle = o->mode == UB_MODE_IDLE ?
+	    ub_share(o->idle, x->proc, o->procs) :
+	    0;
 	x->nconns = nact + x->nidle;
 	x->conns = ub_calloc((size_t)x->nconns + 1, sizeof(*x->conns));
 	x->ts = ub_calloc((size_t)nact * (size_t)depth + 1, sizeof(int64_t));
@@ -1124,11 +1125,11 @@ ub_plan(struct ub_ctx *x)
 		c->fd = -1;
 		c->gidx = (uint32_t)(x->proc + i * o->procs);
 		c->ts = x->ts + (size_t)(i < nact ? i : 0) * (size_t)depth;
-		c->kind = i >= nact                  ? UB_KIND_IDLE
-		          : o->mode == UB_MODE_UDP   ? UB_KIND_UDP
-		          : o->mode == UB_MODE_BULK  ? UB_KIND_BULK
-		          : o->mode == UB_MODE_CHURN ? UB_KIND_CHURN
-		                                     : UB_KIND_RR;
+		c->kind = i >= nact          ? UB_KIND_IDLE :
+		    o->mode == UB_MODE_UDP   ? UB_KIND_UDP :
+		    o->mode == UB_MODE_BULK  ? UB_KIND_BULK :
+		    o->mode == UB_MODE_CHURN ? UB_KIND_CHURN :
+		                               UB_KIND_RR;
 		if (c->kind == UB_KIND_BULK) {
 			q = o->bytes / (uint64_t)o->conns / UB_BLOCK;
 			c->send_total = q * UB_BLOCK + x->bulk_tail_in;
@@ -1137,9 +1138,9 @@ ub_plan(struct ub_ctx *x)
 			c->send_total = c->recv_total = (uint64_t)o->size;
 		}
 	}
-	x->churn_left = o->mode == UB_MODE_CHURN
-	                    ? ub_share(o->requests, x->proc, o->procs)
-	                    : 0;
+	x->churn_left = o->mode == UB_MODE_CHURN ?
+	    ub_share(o->requests, x->proc, o->procs) :
+	    0;
 }
 
 /* Open every connection before the clock starts (churn opens its own as
@@ -1147,8 +1148,8 @@ ub_plan(struct ub_ctx *x)
 static void
 ub_connect_all(struct ub_ctx *x)
 {
-	int64_t deadline =
-	    ub_now() + (int64_t)(x->o->connect_timeout * UB_NSEC);
+	int64_t deadline = ub_now() +
+	    (int64_t)(x->o->connect_timeout * UB_NSEC);
 	struct epoll_event evs[UB_EVENTS];
 	int next = 0, i, n;
 
@@ -1291,17 +1292,17 @@ ub_resolve(struct ub_ctx *x)
 	int v6 = strchr(o->host, ':') != NULL;
 	char spec[300];
 
-	snprintf(
-	    spec, sizeof(spec), v6 ? "[%s]:%d" : "%s:%d", o->host, o->port);
+	snprintf(spec, sizeof(spec), v6 ? "[%s]:%d" : "%s:%d", o->host,
+	    o->port);
 	if (net_parse_addr(spec, &x->dst, &x->dstlen) == -1)
 		ub_die("bad address %s (numeric only)", spec);
-	snprintf(
-	    spec, sizeof(spec), v6 ? "[%s]:%d" : "%s:%d", o->host, o->udp_port);
+	snprintf(spec, sizeof(spec), v6 ? "[%s]:%d" : "%s:%d", o->host,
+	    o->udp_port);
 	net_parse_addr(spec, &x->udst, &x->udstlen);
 	x->spread = x->dst.ss_family == AF_INET &&
-	            (o->mode == UB_MODE_IDLE || o->mode == UB_MODE_CHURN) &&
-	            (ntohl(((struct sockaddr_in *)&x->dst)->sin_addr.s_addr) >>
-	                24) == 127;
+	    (o->mode == UB_MODE_IDLE || o->mode == UB_MODE_CHURN) &&
+	    (ntohl(((struct sockaddr_in *)&x->dst)->sin_addr.s_addr) >> 24) ==
+	        127;
 }
 
 /* A child: connect, report at the barrier, run when the parent closes
@@ -1334,8 +1335,8 @@ ub_child(const struct ub_opts *o, int proc, int go, int out)
 		;
 	ub_go(x);
 	/* bulk and churn end when done; --duration is only their limit */
-	ub_loop(
-	    x, x->t_end, o->mode == UB_MODE_BULK || o->mode == UB_MODE_CHURN);
+	ub_loop(x, x->t_end,
+	    o->mode == UB_MODE_BULK || o->mode == UB_MODE_CHURN);
 	x->running = 0;
 	if (o->mode != UB_MODE_BULK && o->mode != UB_MODE_CHURN)
 		ub_loop(x, ub_now() + (int64_t)(o->grace * UB_NSEC), 1);
@@ -1466,9 +1467,9 @@ ub_print(const struct ub_opts *o, const struct ub_result *t)
 		secs = 1e-9;
 	rps = (double)t->requests / secs;
 	/* bulk: input bytes per second; else measured replies' bytes */
-	mbs = (o->mode == UB_MODE_BULK ? (double)t->bytes_tx
-	                               : (double)t->requests * o->size) /
-	      secs / 1e6;
+	mbs = (o->mode == UB_MODE_BULK ? (double)t->bytes_tx :
+	                                 (double)t->requests * o->size) /
+	    secs / 1e6;
 	if (o->mode == UB_MODE_BULK)
 		printf("bulk: %llu bytes of %s text over %d conns in %.2f s: "
 		       "%.1f MB/s; errors %llu connect_failures %llu",
@@ -1602,8 +1603,8 @@ ub_pick(const char *s, const char *name, const char *const *names, int n)
 static void
 ub_option(struct ub_opts *o, int c, const char *a)
 {
-	static const char *const texts[] = {"ascii", "mixed"};
-	static const char *const cases[] = {"unicode", "ascii"};
+	static const char *const texts[] = { "ascii", "mixed" };
+	static const char *const cases[] = { "unicode", "ascii" };
 
 	switch (c) {
 	case 'm':
@@ -1649,8 +1650,8 @@ ub_option(struct ub_opts *o, int c, const char *a)
 		o->mixed = ub_pick(a, "--text", texts, 2);
 		break;
 	case 'C':
-		o->upc =
-		    ub_pick(a, "--case", cases, 2) ? UPC_ASCII : UPC_UNICODE;
+		o->upc = ub_pick(a, "--case", cases, 2) ? UPC_ASCII :
+		                                          UPC_UNICODE;
 		break;
 	case 'i':
 		o->idle = (int)ub_num(a, "--idle", 0, 1e7);
@@ -1677,9 +1678,9 @@ ub_defaults(struct ub_opts *o)
 	int timed = o->mode == UB_MODE_BULK || o->mode == UB_MODE_CHURN;
 
 	if (o->conns < 0)
-		o->conns = o->mode == UB_MODE_BULK    ? 1
-		           : o->mode == UB_MODE_CHURN ? 10
-		                                      : 50;
+		o->conns = o->mode == UB_MODE_BULK ? 1 :
+		    o->mode == UB_MODE_CHURN       ? 10 :
+		                                     50;
 	if (o->udp_port < 0)
 		o->udp_port = o->port;
 	if (o->duration < 0)
@@ -1705,48 +1706,48 @@ static void
 ub_parse(struct ub_opts *o, int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"mode", required_argument, NULL, 'm'},
-	    {"host", required_argument, NULL, 'H'},
-	    {"port", required_argument, NULL, 'p'},
-	    {"udp-port", required_argument, NULL, 'P'},
-	    {"conns", required_argument, NULL, 'c'},
-	    {"depth", required_argument, NULL, 'd'},
-	    {"size", required_argument, NULL, 's'},
-	    {"duration", required_argument, NULL, 'D'},
-	    {"warmup", required_argument, NULL, 'w'},
-	    {"grace", required_argument, NULL, 'g'},
-	    {"sockets", required_argument, NULL, 'k'},
-	    {"udp-timeout", required_argument, NULL, 'T'},
-	    {"bytes", required_argument, NULL, 'b'},
-	    {"text", required_argument, NULL, 'x'},
-	    {"case", required_argument, NULL, 'C'},
-	    {"idle", required_argument, NULL, 'i'},
-	    {"requests", required_argument, NULL, 'r'},
-	    {"procs", required_argument, NULL, 'n'},
-	    {"connect-timeout", required_argument, NULL, 'o'},
-	    {"hold", required_argument, NULL, 'h'},
-	    {"help", no_argument, NULL, '?' + 256},
-	    {NULL, 0, NULL, 0},
+		{ "mode", required_argument, NULL, 'm' },
+		{ "host", required_argument, NULL, 'H' },
+		{ "port", required_argument, NULL, 'p' },
+		{ "udp-port", required_argument, NULL, 'P' },
+		{ "conns", required_argument, NULL, 'c' },
+		{ "depth", required_argument, NULL, 'd' },
+		{ "size", required_argument, NULL, 's' },
+		{ "duration", required_argument, NULL, 'D' },
+		{ "warmup", required_argument, NULL, 'w' },
+		{ "grace", required_argument, NULL, 'g' },
+		{ "sockets", required_argument, NULL, 'k' },
+		{ "udp-timeout", required_argument, NULL, 'T' },
+		{ "bytes", required_argument, NULL, 'b' },
+		{ "text", required_argument, NULL, 'x' },
+		{ "case", required_argument, NULL, 'C' },
+		{ "idle", required_argument, NULL, 'i' },
+		{ "requests", required_argument, NULL, 'r' },
+		{ "procs", required_argument, NULL, 'n' },
+		{ "connect-timeout", required_argument, NULL, 'o' },
+		{ "hold", required_argument, NULL, 'h' },
+		{ "help", no_argument, NULL, '?' + 256 },
+		{ NULL, 0, NULL, 0 },
 	};
 	int c;
 
-	*o = (struct ub_opts){.host = "127.0.0.1",
-	    .port = 12000,
-	    .udp_port = -1,
-	    .conns = -1,
-	    .depth = 1,
-	    .size = 64,
-	    .sockets = 4,
-	    .idle = 10000,
-	    .procs = 1,
-	    .requests = 1000,
-	    .duration = -1,
-	    .warmup = -1,
-	    .grace = 2,
-	    .connect_timeout = 30,
-	    .udp_timeout = 0.2,
-	    .bytes = 1ULL << 30,
-	    .upc = UPC_UNICODE};
+	*o = (struct ub_opts){ .host = "127.0.0.1",
+		.port = 12000,
+		.udp_port = -1,
+		.conns = -1,
+		.depth = 1,
+		.size = 64,
+		.sockets = 4,
+		.idle = 10000,
+		.procs = 1,
+		.requests = 1000,
+		.duration = -1,
+		.warmup = -1,
+		.grace = 2,
+		.connect_timeout = 30,
+		.udp_timeout = 0.2,
+		.bytes = 1ULL << 30,
+		.upc = UPC_UNICODE };
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (c == '?' + 256) {
 			ub_usage(stdout);
@@ -1769,8 +1770,8 @@ ub_parse(struct ub_opts *o, int argc, char **argv)
 static void
 ub_check_fds(const struct ub_opts *o)
 {
-	long per = o->mode == UB_MODE_IDLE ? o->conns + o->idle / o->procs + 1
-	                                   : o->conns / o->procs + 1;
+	long per = o->mode == UB_MODE_IDLE ? o->conns + o->idle / o->procs + 1 :
+	                                     o->conns / o->procs + 1;
 	struct rlimit rl;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {

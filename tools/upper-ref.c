@@ -68,7 +68,7 @@ ref_usage(FILE *f)
 static int
 ref_watch(int ep, int op, int fd, uint32_t events)
 {
-	struct epoll_event ev = {.events = events, .data.fd = fd};
+	struct epoll_event ev = { .events = events, .data.fd = fd };
 
 	return epoll_ctl(ep, op, fd, &ev);
 }
@@ -88,8 +88,8 @@ ref_accept(struct ref_child *ch)
 {
 	int fd, on = 1;
 
-	while ((fd = accept4(
-	            ch->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) != -1) {
+	while ((fd = accept4(ch->lfd, NULL, NULL,
+	            SOCK_NONBLOCK | SOCK_CLOEXEC)) != -1) {
 		if ((size_t)fd >= ch->nconns) {
 			close(fd);
 			continue;
@@ -176,8 +176,8 @@ ref_udp(struct ref_child *ch)
 		if (n == -1)
 			return;
 		upc_ascii_inplace(ch->buf, (size_t)n);
-		sendto(
-		    ch->ufd, ch->buf, (size_t)n, 0, (struct sockaddr *)&ss, sl);
+		sendto(ch->ufd, ch->buf, (size_t)n, 0, (struct sockaddr *)&ss,
+		    sl);
 	}
 }
 
@@ -213,11 +213,13 @@ ref_child_main(int lfd, int ufd)
 	ch->ufd = ufd;
 	if (ch->conns == NULL || (ch->ep = epoll_create1(EPOLL_CLOEXEC)) == -1)
 		return 1;
-	if (lfd != -1 && ref_watch(ch->ep, EPOLL_CTL_ADD, lfd,
-	                     EPOLLIN | EPOLLEXCLUSIVE) == -1)
+	if (lfd != -1 &&
+	    ref_watch(ch->ep, EPOLL_CTL_ADD, lfd, EPOLLIN | EPOLLEXCLUSIVE) ==
+	        -1)
 		return 1;
-	if (ufd != -1 && ref_watch(ch->ep, EPOLL_CTL_ADD, ufd,
-	                     EPOLLIN | EPOLLEXCLUSIVE) == -1)
+	if (ufd != -1 &&
+	    ref_watch(ch->ep, EPOLL_CTL_ADD, ufd, EPOLLIN | EPOLLEXCLUSIVE) ==
+	        -1)
 		return 1;
 	for (;;) {
 		n = epoll_wait(ch->ep, evs, REF_EVENTS, -1);
@@ -301,11 +303,11 @@ int
 main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"tcp", required_argument, NULL, 't'},
-	    {"udp", required_argument, NULL, 'u'},
-	    {"procs", required_argument, NULL, 'n'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+		{ "tcp", required_argument, NULL, 't' },
+		{ "udp", required_argument, NULL, 'u' },
+		{ "procs", required_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	const char *tcp = "127.0.0.1:12000", *udp = "127.0.0.1:12000";
 	pid_t kids[REF_MAX_PROCS];

@@ -46,13 +46,14 @@ upper_err(const char *fmt, ...)
 static void
 upper_usage(FILE *f)
 {
-	fprintf(f, "usage: upper [--udp] [--host H] [--port P] [TEXT...]\n"
-	           "  --udp      use UDP instead of TCP\n"
-	           "  --host H   server host (default 127.0.0.1)\n"
-	           "  --port P   server port (default 12000)\n"
-	           "  -h, --help this text\n"
-	           "With TEXT, send it and print the reply; without, send each "
-	           "line of standard input.\n");
+	fprintf(f,
+	    "usage: upper [--udp] [--host H] [--port P] [TEXT...]\n"
+	    "  --udp      use UDP instead of TCP\n"
+	    "  --host H   server host (default 127.0.0.1)\n"
+	    "  --port P   server port (default 12000)\n"
+	    "  -h, --help this text\n"
+	    "With TEXT, send it and print the reply; without, send each "
+	    "line of standard input.\n");
 }
 
 /* Resolve and connect; UDP sockets are connected too, so an ICMP port
@@ -60,15 +61,15 @@ upper_usage(FILE *f)
 static int
 upper_connect(struct upper_peer *p, const char *host, const char *port)
 {
-	struct addrinfo hints = {0}, *res, *ai;
+	struct addrinfo hints = { 0 }, *res, *ai;
 	int rc;
 
 	hints.ai_socktype = p->udp ? SOCK_DGRAM : SOCK_STREAM;
 	snprintf(p->name, sizeof(p->name),
 	    strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, port);
 	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
-		fprintf(
-		    stderr, "upper: resolve %s: %s\n", host, gai_strerror(rc));
+		fprintf(stderr, "upper: resolve %s: %s\n", host,
+		    gai_strerror(rc));
 		return -1;
 	}
 	p->fd = -1;
@@ -102,7 +103,7 @@ upper_connect(struct upper_peer *p, const char *host, const char *port)
 static int
 upper_send_tcp(struct upper_peer *p, const char *buf, size_t n, int *nl)
 {
-	struct pollfd pfd = {.fd = p->fd, .events = POLLIN | POLLOUT};
+	struct pollfd pfd = { .fd = p->fd, .events = POLLIN | POLLOUT };
 	char in[65536];
 	ssize_t w, r;
 
@@ -119,7 +120,8 @@ upper_send_tcp(struct upper_peer *p, const char *buf, size_t n, int *nl)
 			if (r > 0) {
 				fwrite(in, 1, (size_t)r, stdout);
 				*nl |= memchr(in, '\n', (size_t)r) != NULL;
-			} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+			} else if (r == 0 ||
+			    (errno != EAGAIN && errno != EINTR)) {
 				upper_err("recv %s", p->name);
 				return -1;
 			}
@@ -202,7 +204,7 @@ static int
 upper_udp_exchange(struct upper_peer *p, const char *msg, size_t len)
 {
 	static char buf[UPPER_DGRAM_MAX];
-	struct pollfd pfd = {.fd = p->fd, .events = POLLIN};
+	struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
 	ssize_t n;
 	int rc;
 
@@ -317,13 +319,13 @@ int
 main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"udp", no_argument, NULL, 'u'},
-	    {"host", required_argument, NULL, 'H'},
-	    {"port", required_argument, NULL, 'p'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+		{ "udp", no_argument, NULL, 'u' },
+		{ "host", required_argument, NULL, 'H' },
+		{ "port", required_argument, NULL, 'p' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
-	struct upper_peer peer = {.fd = -1};
+	struct upper_peer peer = { .fd = -1 };
 	const char *host = "127.0.0.1", *port = "12000";
 	char *end;
 	long v;

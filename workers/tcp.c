@@ -10,7 +10,7 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
-#include <linux/tcp.h>  /* tcp_info with tcpi_bytes_acked (glibc's lacks it) */
+#include <linux/tcp.h> /* tcp_info with tcpi_bytes_acked (glibc's lacks it) */
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,7 +173,7 @@ tcp_accept_pause(struct wrk *w)
 {
 	if (!w->accept_failing)
 		log_warn("accept4, not accepting for %llu ms at a time "
-		    "until it succeeds",
+		         "until it succeeds",
 		    (unsigned long long)TCP_ACCEPT_PAUSE_NS / 1000000);
 	w->accept_failing = 1;
 	w->accept_resume_ns = w->now_ns + TCP_ACCEPT_PAUSE_NS;
@@ -299,17 +299,20 @@ tcp_count_newlines(const uint8_t *p, size_t n)
 		if (steps > 255)
 			steps = 255;
 		for (; steps > 0; steps--, i += 64) {
-			const __m128i *v = (const __m128i *)(const void *)(p + i);
+			const __m128i *v = (const __m128i *)(const void *)(p +
+			    i);
 
-			a = _mm_sub_epi8(a, _mm_cmpeq_epi8(nl, _mm_loadu_si128(v)));
-			b = _mm_sub_epi8(b, _mm_cmpeq_epi8(nl,
-			    _mm_loadu_si128(v + 1)));
-			c = _mm_sub_epi8(c, _mm_cmpeq_epi8(nl,
-			    _mm_loadu_si128(v + 2)));
-			d = _mm_sub_epi8(d, _mm_cmpeq_epi8(nl,
-			    _mm_loadu_si128(v + 3)));
+			a = _mm_sub_epi8(a,
+			    _mm_cmpeq_epi8(nl, _mm_loadu_si128(v)));
+			b = _mm_sub_epi8(b,
+			    _mm_cmpeq_epi8(nl, _mm_loadu_si128(v + 1)));
+			c = _mm_sub_epi8(c,
+			    _mm_cmpeq_epi8(nl, _mm_loadu_si128(v + 2)));
+			d = _mm_sub_epi8(d,
+			    _mm_cmpeq_epi8(nl, _mm_loadu_si128(v + 3)));
 		}
-		lines += tcp_lane_sum(a) + tcp_lane_sum(b) + tcp_lane_sum(c) + tcp_lane_sum(d);
+		lines += tcp_lane_sum(a) + tcp_lane_sum(b) + tcp_lane_sum(c) +
+		    tcp_lane_sum(d);
 	}
 #endif
 	for (; i < n; i++)
@@ -379,8 +382,8 @@ tcp_event(struct wrk *w, struct wconn *c, uint32_t events)
 
 	if ((events & EPOLLOUT) && tcp_flush(w, c) == -1)
 		return;
-	if (c->pend == NULL && !c->eof && (events & (EPOLLIN | EPOLLHUP |
-	    EPOLLERR)))
+	if (c->pend == NULL && !c->eof &&
+	    (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 		for (i = 0; i < TCP_READS_PER_EVENT && r == 1; i++)
 			if ((r = tcp_read_once(w, c)) == -1)
 				return;

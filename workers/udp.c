@@ -26,8 +26,8 @@ struct wrk_udp {
 	struct iovec iov_in[UDP_BATCH];
 	struct iovec iov_out[UDP_BATCH];
 	struct sockaddr_storage peer[UDP_BATCH];
-	uint8_t *inbuf;   /* UDP_BATCH * UDP_BUF */
-	uint8_t *outbuf;  /* UDP_BATCH * UPC_OUT_MAX(UDP_BUF): pages are only
+	uint8_t *inbuf;  /* UDP_BATCH * UDP_BUF */
+	uint8_t *outbuf; /* UDP_BATCH * UPC_OUT_MAX(UDP_BUF): pages are only
 			     touched by the rare expanding payload */
 };
 
@@ -137,8 +137,8 @@ udp_event(struct wrk *w)
 		udp_arm(u);
 		n = recvmmsg(w->ufd, u->in, UDP_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0) {
-			if (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK &&
-			    errno != EINTR)
+			if (n == -1 && errno != EAGAIN &&
+			    errno != EWOULDBLOCK && errno != EINTR)
 				ctr_add(w->cell, CTR_udp_errors, 1);
 			return;
 		}

@@ -310,8 +310,8 @@ upc_blk_fill(uint32_t blk)
 			return UPC_BLK_SLOW;
 	if (same)
 		return UPC_BLK_SAME;
-	slot =
-	    atomic_fetch_add_explicit(&upc_memo_used, 1, memory_order_relaxed);
+	slot = atomic_fetch_add_explicit(&upc_memo_used, 1,
+	    memory_order_relaxed);
 	if (slot >= upc_memo_cap)
 		return UPC_BLK_SLOW;
 	memcpy(upc_memo[slot], m, sizeof(m));
@@ -322,13 +322,13 @@ upc_blk_fill(uint32_t blk)
 static inline unsigned
 upc_blk_get(uint32_t c)
 {
-	unsigned k =
-	    atomic_load_explicit(&upc_blk[c >> 6], memory_order_acquire);
+	unsigned k = atomic_load_explicit(&upc_blk[c >> 6],
+	    memory_order_acquire);
 
 	if (k == UPC_BLK_UNKNOWN) {
 		k = upc_blk_fill(c >> 6);
-		atomic_store_explicit(
-		    &upc_blk[c >> 6], (uint16_t)k, memory_order_release);
+		atomic_store_explicit(&upc_blk[c >> 6], (uint16_t)k,
+		    memory_order_release);
 	}
 	return k;
 }
@@ -397,8 +397,8 @@ upc_slow_span(const uint8_t *p, const uint8_t *end)
 	int len;
 
 	while (q < end && *q >= 0x80 &&
-	       (len = upc_utf8_len(q, (size_t)(end - q), &c)) > 0 &&
-	       upc_blk_get(c) == UPC_BLK_SLOW)
+	    (len = upc_utf8_len(q, (size_t)(end - q), &c)) > 0 &&
+	    upc_blk_get(c) == UPC_BLK_SLOW)
 		q += len;
 	return (size_t)(q - p);
 }
@@ -527,7 +527,7 @@ upc_finish(struct upc_stream *st, uint8_t *out)
 size_t
 upc_buf(enum upc_mode mode, const uint8_t *in, size_t n, uint8_t *out)
 {
-	struct upc_stream st = {0};
+	struct upc_stream st = { 0 };
 	size_t w = upc_feed(&st, mode, in, n, out);
 
 	return w + upc_finish(&st, out + w);

@@ -53,7 +53,8 @@ wrk_stale(const struct wrk *w, uint64_t heartbeat_ns)
 int
 wrk_may_accept(struct wrk *w)
 {
-	uint32_t i, hwm = __atomic_load_n(&w->tab->ncells_hwm, __ATOMIC_ACQUIRE);
+	uint32_t i,
+	    hwm = __atomic_load_n(&w->tab->ncells_hwm, __ATOMIC_ACQUIRE);
 	uint64_t total = 0, n = 0, mine, mean;
 	const struct ctr_cell *c;
 
@@ -88,7 +89,7 @@ wrk_listen(struct wrk *w, int on)
 	if (w->lfd == -1 || w->listening == on)
 		return;
 	if (epoll_ctl(w->ev.ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->lfd,
-	    &ev) == -1) {
+	        &ev) == -1) {
 		log_warn("epoll_ctl listener");
 		return;
 	}
@@ -167,8 +168,8 @@ wrk_set_batch(struct wrk *w, int batch)
 {
 	struct sched_param sp = { .sched_priority = 0 };
 
-	if (sched_setscheduler(0, batch ? SCHED_BATCH : SCHED_OTHER,
-	    &sp) == -1) {
+	if (sched_setscheduler(0, batch ? SCHED_BATCH : SCHED_OTHER, &sp) ==
+	    -1) {
 		/* once: a sandbox that forbids it forbids it every tick */
 		log_warn("sched_setscheduler, keeping the current policy");
 		w->sched_fixed = 1;
@@ -231,16 +232,17 @@ wrk_setup(struct wrk *w)
 	sigset_t set;
 
 	signal(SIGPIPE, SIG_IGN);
-	signal(SIGINT, SIG_IGN);  /* a terminal's ^C reaches the whole group: */
-	signal(SIGHUP, SIG_IGN);  /* only the supervisor acts on these */
+	signal(SIGINT, SIG_IGN); /* a terminal's ^C reaches the whole group: */
+	signal(SIGHUP, SIG_IGN); /* only the supervisor acts on these */
 	signal(SIGTTIN, SIG_IGN);
 	signal(SIGTTOU, SIG_IGN);
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGQUIT);
 	sigaddset(&set, SIGUSR1);
-	if (evsrc_open(&w->ev, &set, WRK_TICK_NS) == -1 || (w->ufd != -1 &&
-	    epoll_ctl(w->ev.ep, EPOLL_CTL_ADD, w->ufd, &ev) == -1))
+	if (evsrc_open(&w->ev, &set, WRK_TICK_NS) == -1 ||
+	    (w->ufd != -1 &&
+	        epoll_ctl(w->ev.ep, EPOLL_CTL_ADD, w->ufd, &ev) == -1))
 		return -1;
 	w->inbuf = malloc(WRK_INBUF);
 	w->outbuf = malloc(WRK_OUTBUF);
@@ -254,8 +256,7 @@ wrk_setup(struct wrk *w)
 /* The tick is only noted here: it runs after the rest of the batch (see
  * wrk_loop). */
 static void
-wrk_dispatch(struct wrk *w, const struct epoll_event *ev, int *tick,
-    int *quit)
+wrk_dispatch(struct wrk *w, const struct epoll_event *ev, int *tick, int *quit)
 {
 	switch (ev->data.u64) {
 	case WRK_EV_LISTEN:
@@ -284,8 +285,8 @@ wrk_timeout(const struct wrk *w)
 	if (w->listening || w->lfd == -1)
 		return -1;
 	if (w->now_ns < w->accept_resume_ns)
-		return (int)((w->accept_resume_ns - w->now_ns + 999999) /
-		    1000000);
+		return (
+		    int)((w->accept_resume_ns - w->now_ns + 999999) / 1000000);
 	return WRK_RELISTEN_MS;
 }
 
@@ -316,8 +317,8 @@ wrk_loop(struct wrk *w, pid_t parent)
 		 */
 		if (tick && !quit)
 			wrk_on_tick(w, parent);
-		if (w->draining && (w->nconns == 0 ||
-		    w->now_ns >= w->drain_deadline_ns))
+		if (w->draining &&
+		    (w->nconns == 0 || w->now_ns >= w->drain_deadline_ns))
 			break;
 		if (!w->draining && !w->listening &&
 		    w->now_ns >= w->accept_resume_ns && wrk_may_accept(w))
@@ -342,8 +343,8 @@ wrk_main(const struct wrk_args *a)
 	w.now_ns = ctr_clock_ns();
 	if (a->cfg->max_requests) {
 		srandom((unsigned)getpid() ^ (unsigned)w.now_ns);
-		w.recycle_at = a->cfg->max_requests + (uint64_t)random() %
-		    (a->cfg->max_requests / 10 + 1);
+		w.recycle_at = a->cfg->max_requests +
+		    (uint64_t)random() % (a->cfg->max_requests / 10 + 1);
 	}
 	/* the policy is inherited from the supervisor (sup_apply_sched) */
 	w.batch = sched_getscheduler(0) == SCHED_BATCH;

@@ -30,17 +30,17 @@
  */
 struct wconn {
 	int fd;
-	uint32_t events;        /* the current epoll interest */
-	struct upc_stream st;   /* carries a split UTF-8 character */
-	uint8_t eof;            /* the client shut down its sending side */
-	uint8_t work_tick;      /* low byte of the tick it last counted in */
-	uint8_t *pend;          /* unsent output, NULL when none */
+	uint32_t events;      /* the current epoll interest */
+	struct upc_stream st; /* carries a split UTF-8 character */
+	uint8_t eof;          /* the client shut down its sending side */
+	uint8_t work_tick;    /* low byte of the tick it last counted in */
+	uint8_t *pend;        /* unsent output, NULL when none */
 	uint32_t pend_len;
 	uint32_t pend_off;
-	uint64_t acked;         /* while pend: the client's TCP had taken this
+	uint64_t acked; /* while pend: the client's TCP had taken this
 				   much of our output when last looked at */
 	uint64_t accepted_ns;
-	uint64_t last_active_ns; /* input, or output taken: --idle-timeout */
+	uint64_t last_active_ns;   /* input, or output taken: --idle-timeout */
 	struct wconn *prev, *next; /* idle order: least recently active first */
 };
 
@@ -55,23 +55,23 @@ struct wrk {
 	unsigned slot;
 	struct evsrc ev;
 	int lfd, ufd;
-	int listening;          /* lfd is in the epoll set */
+	int listening; /* lfd is in the epoll set */
 	int draining;
-	int recycling;          /* past --max-requests: replacement asked for */
+	int recycling; /* past --max-requests: replacement asked for */
 	uint64_t drain_deadline_ns;
 	uint64_t accept_resume_ns; /* accept paused (fds out) until then */
-	int accept_failing;     /* warned; until an accept succeeds */
-	uint64_t now_ns;        /* CLOCK_MONOTONIC, refreshed every wakeup */
-	uint64_t recycle_at;    /* served count that triggers recycling */
-	unsigned tick_seq;      /* ticks so far */
-	unsigned tick_work;     /* clients' work found this tick (wrk_sched) */
-	int batch;              /* running as SCHED_BATCH */
-	int sched_fixed;        /* the policy could not be changed: stop trying */
+	int accept_failing;        /* warned; until an accept succeeds */
+	uint64_t now_ns;           /* CLOCK_MONOTONIC, refreshed every wakeup */
+	uint64_t recycle_at;       /* served count that triggers recycling */
+	unsigned tick_seq;         /* ticks so far */
+	unsigned tick_work; /* clients' work found this tick (wrk_sched) */
+	int batch;          /* running as SCHED_BATCH */
+	int sched_fixed;    /* the policy could not be changed: stop trying */
 	unsigned nconns;
 	struct wconn_list lru;
 	struct wconn *free_conns;
-	uint8_t *inbuf;         /* shared by every connection: reads are */
-	uint8_t *outbuf;        /* transformed and written before the next */
+	uint8_t *inbuf;  /* shared by every connection: reads are */
+	uint8_t *outbuf; /* transformed and written before the next */
 	struct wrk_udp *udp;
 };
 

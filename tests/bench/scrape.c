@@ -120,9 +120,10 @@ main(int argc, char **argv)
 		return 2;
 	}
 	sa.sin_port = htons((uint16_t)atoi(argv[2]));
-	len = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s:%s\r\n"
-	    "User-Agent: upperd-scrape\r\nAccept: */*\r\n\r\n", argv[3],
-	    argv[1], argv[2]);
+	len = snprintf(req, sizeof(req),
+	    "GET %s HTTP/1.1\r\nHost: %s:%s\r\n"
+	    "User-Agent: upperd-scrape\r\nAccept: */*\r\n\r\n",
+	    argv[3], argv[1], argv[2]);
 	if (len < 0 || (size_t)len >= sizeof(req) ||
 	    (buf = malloc(SCR_BUF)) == NULL)
 		return 1;
@@ -133,8 +134,8 @@ main(int argc, char **argv)
 	while (!scr_stop) {
 		if (fd == -1)
 			fd = scr_connect(&sa);
-		r = fd == -1 ? -1 : scr_get(fd, req, (size_t)len, buf,
-		    &closing);
+		r = fd == -1 ? -1 :
+		               scr_get(fd, req, (size_t)len, buf, &closing);
 		if (r == 1)
 			ok++;
 		else

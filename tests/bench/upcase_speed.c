@@ -58,7 +58,7 @@ static volatile uint8_t sink;
 static void
 run_feed(const char *name, enum upc_mode mode, const char *text)
 {
-	struct upc_stream st = {0};
+	struct upc_stream st = { 0 };
 	size_t n = fill(text), total = 0;
 	double t0 = now(), t;
 

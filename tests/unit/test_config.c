@@ -265,12 +265,12 @@ test_set_valid(void **state)
 	for (i = 0; i < sizeof(valid) / sizeof(valid[0]); i++) {
 		cfg_defaults(&c);
 		if (cfg_set(&c, valid[i].key, valid[i].value, err,
-		    sizeof(err)) != 0)
+		        sizeof(err)) != 0)
 			fail_msg("%s=%s: %s", valid[i].key, valid[i].value,
 			    err);
 		field_text(&c, valid[i].key, got, sizeof(got));
-		assert_string_equal(got, valid[i].want ? valid[i].want :
-		    valid[i].value);
+		assert_string_equal(got,
+		    valid[i].want ? valid[i].want : valid[i].value);
 	}
 }
 
@@ -292,7 +292,8 @@ test_load_valid_three_ways(void **state)
 		want = valid[i].want ? valid[i].want : valid[i].value;
 		snprintf(opt, sizeof(opt), "--%s", valid[i].key);
 		assert_int_equal(load(&c, &act, err, sizeof(err), opt,
-		    valid[i].value, NULL), 0);
+		                     valid[i].value, NULL),
+		    0);
 		field_text(&c, valid[i].key, got, sizeof(got));
 		assert_string_equal(got, want);
 
@@ -305,7 +306,8 @@ test_load_valid_three_ways(void **state)
 		snprintf(line, sizeof(line), "%s = %s\n", valid[i].key,
 		    valid[i].value);
 		assert_int_equal(load(&c, &act, err, sizeof(err), "-c",
-		    write_file(line), NULL), 0);
+		                     write_file(line), NULL),
+		    0);
 		field_text(&c, valid[i].key, got, sizeof(got));
 		assert_string_equal(got, want);
 		cleanup(NULL);
@@ -366,8 +368,10 @@ static const struct {
 	{ "udp", "[1.2.3.4]:1", "not a numeric IPv6 address" },
 	{ "stats", "[fe80::1%eth0]:80", "not a numeric IPv6 address" },
 	{ "config", "", "expected a file name" },
-	{ "user", "a-user-name-that-is-far-too-long-to-fit-in-the-sixty-four-"
-	    "byte-field", "too long (at most 63 bytes)" },
+	{ "user",
+	    "a-user-name-that-is-far-too-long-to-fit-in-the-sixty-four-"
+	    "byte-field",
+	    "too long (at most 63 bytes)" },
 };
 
 /*
@@ -388,13 +392,14 @@ test_invalid_values(void **state)
 		cfg_defaults(&c);
 		d = c;
 		if (cfg_set(&c, invalid[i].key, invalid[i].value, err,
-		    sizeof(err)) != -1)
+		        sizeof(err)) != -1)
 			fail_msg("%s=\"%s\" accepted", invalid[i].key,
 			    invalid[i].value);
 		assert_cfg_equal(&c, &d);
 		assert_one_line(err);
-		snprintf(want, sizeof(want), "invalid value \"%s\" for --%s: ",
-		    invalid[i].value, invalid[i].key);
+		snprintf(want, sizeof(want),
+		    "invalid value \"%s\" for --%s: ", invalid[i].value,
+		    invalid[i].key);
 		if (strlen(invalid[i].value) <= 64)
 			assert_contains(err, want);
 		assert_contains(err, invalid[i].why);
@@ -417,16 +422,19 @@ test_error_wording(void **state)
 
 	(void)state;
 	assert_int_equal(load(&c, &act, err, sizeof(err), "--workers", "abc",
-	    NULL), -1);
-	assert_string_equal(err, "invalid value \"abc\" for --workers: "
-	    "expected an integer from 1 to 1024");
-	assert_int_equal(load(&c, &act, err, sizeof(err), "-w", "0", NULL),
+	                     NULL),
 	    -1);
-	assert_string_equal(err, "invalid value \"0\" for --workers: "
+	assert_string_equal(err,
+	    "invalid value \"abc\" for --workers: "
+	    "expected an integer from 1 to 1024");
+	assert_int_equal(load(&c, &act, err, sizeof(err), "-w", "0", NULL), -1);
+	assert_string_equal(err,
+	    "invalid value \"0\" for --workers: "
 	    "expected an integer from 1 to 1024");
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-t", "x:1", NULL),
 	    -1);
-	assert_string_equal(err, "invalid value \"x:1\" for --tcp: \"x\" is "
+	assert_string_equal(err,
+	    "invalid value \"x:1\" for --tcp: \"x\" is "
 	    "not a numeric IPv4 address (host names are not resolved)");
 	assert_int_equal(cfg_set(&c, "wokers", "3", err, sizeof(err)), -1);
 	assert_string_equal(err, "unknown key \"wokers\"");
@@ -503,7 +511,9 @@ test_short_options(void **state)
 
 	(void)state;
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-w", "3", "-t",
-	    "127.0.0.1:1", "-u", "off", "-s", "[::1]:2", "-c", f, NULL), 0);
+	                     "127.0.0.1:1", "-u", "off", "-s", "[::1]:2", "-c",
+	                     f, NULL),
+	    0);
 	assert_int_equal(act, CFG_RUN);
 	assert_int_equal(c.workers, 3);
 	assert_string_equal(c.tcp, "127.0.0.1:1");
@@ -511,8 +521,8 @@ test_short_options(void **state)
 	assert_string_equal(c.stats, "[::1]:2");
 	assert_string_equal(c.config, f);
 	assert_int_equal(c.log_level, LOG_LEVEL_DEBUG);
-	assert_int_equal(load(&c, &act, err, sizeof(err), "-w5", "-uoff",
-	    NULL), 0);
+	assert_int_equal(load(&c, &act, err, sizeof(err), "-w5", "-uoff", NULL),
+	    0);
 	assert_int_equal(c.workers, 5);
 	assert_string_equal(c.udp, "off");
 }
@@ -527,13 +537,15 @@ test_abbreviations(void **state)
 
 	(void)state;
 	assert_int_equal(load(&c, &act, err, sizeof(err), "--work", "4",
-	    "--max-c=7", NULL), 0);
+	                     "--max-c=7", NULL),
+	    0);
 	assert_int_equal(c.workers, 4);
 	assert_int_equal(c.max_conns, 7);
 	assert_int_equal(load(&c, &act, err, sizeof(err), "--max", "5", NULL),
 	    -1);
 	assert_one_line(err);
-	assert_string_equal(err, "ambiguous option --max: could be "
+	assert_string_equal(err,
+	    "ambiguous option --max: could be "
 	    "--max-conns --max-requests");
 }
 
@@ -545,19 +557,21 @@ test_precedence(void **state)
 	enum cfg_action act;
 	struct cfg c;
 	const char *f = write_file("workers = 5\ntcp = 127.0.0.1:7000\n"
-	    "idle-timeout = 9\n");
+	                           "idle-timeout = 9\n");
 
 	(void)state;
-	assert_int_equal(load(&c, &act, err, sizeof(err), "-w", "7",
-	    "--config", f, "--idle-timeout=11", NULL), 0);
-	assert_int_equal(c.workers, 7);           /* command line wins */
-	assert_int_equal(c.idle_timeout, 11);     /* even after -c */
+	assert_int_equal(load(&c, &act, err, sizeof(err), "-w", "7", "--config",
+	                     f, "--idle-timeout=11", NULL),
+	    0);
+	assert_int_equal(c.workers, 7);               /* command line wins */
+	assert_int_equal(c.idle_timeout, 11);         /* even after -c */
 	assert_string_equal(c.tcp, "127.0.0.1:7000"); /* file over default */
-	assert_int_equal(c.max_conns, 10000);     /* default kept */
+	assert_int_equal(c.max_conns, 10000);         /* default kept */
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-c", f, NULL), 0);
 	assert_int_equal(c.workers, 5);
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-c", f, "-w", "2",
-	    "-w", "3", NULL), 0);
+	                     "-w", "3", NULL),
+	    0);
 	assert_int_equal(c.workers, 3); /* last of a repeated option */
 }
 
@@ -585,17 +599,16 @@ test_file_syntax(void **state)
 	(void)state;
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-c", f, NULL), -1);
 	assert_contains(err, ":12: invalid value \" off\" for stats:");
-	f = write_file(
-	    "\xef\xbb\xbf# upperd settings\n"
-	    "\n"
-	    "workers=3   # trailing comment\n"
-	    "tcp = \"127.0.0.1:5000\"   # quoted\n"
-	    "log-file = \"/tmp/a #1.log\"\n"
-	    "pid-file = /tmp/x#y\n"
-	    "\tlog-level\t=\tdebug\t\n"
-	    "case = ascii\r\n"
-	    "user = # nobody\n"
-	    "udp = off");
+	f = write_file("\xef\xbb\xbf# upperd settings\n"
+	               "\n"
+	               "workers=3   # trailing comment\n"
+	               "tcp = \"127.0.0.1:5000\"   # quoted\n"
+	               "log-file = \"/tmp/a #1.log\"\n"
+	               "pid-file = /tmp/x#y\n"
+	               "\tlog-level\t=\tdebug\t\n"
+	               "case = ascii\r\n"
+	               "user = # nobody\n"
+	               "udp = off");
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-c", f, NULL), 0);
 	assert_int_equal(c.workers, 3);
 	assert_string_equal(c.tcp, "127.0.0.1:5000");
@@ -630,9 +643,11 @@ test_file_errors(void **state)
 	(void)state;
 	check_file_error("# c\nworkers = 2\nwokers = 3\n",
 	    "3: unknown key \"wokers\"");
-	check_file_error("\nworkers = abc\n", "2: invalid value \"abc\" for "
+	check_file_error("\nworkers = abc\n",
+	    "2: invalid value \"abc\" for "
 	    "workers: expected an integer from 1 to 1024");
-	check_file_error("config = /etc/other.conf\n", "1: \"config\" cannot "
+	check_file_error("config = /etc/other.conf\n",
+	    "1: \"config\" cannot "
 	    "be set in a config file, only with -c on the command line");
 	check_file_error("workers 3\n", "1: expected \"key = value\"");
 	check_file_error(" = 3\n", "1: missing key before \"=\"");
@@ -642,7 +657,8 @@ test_file_errors(void **state)
 	    "1: unexpected text after the closing quote");
 	check_file_error("--workers = 3\n", "1: unknown key \"--workers\"");
 	check_file_error("help = yes\n", "1: unknown key \"help\"");
-	check_file_error("workers = 2 3\n", "1: invalid value \"2 3\" for "
+	check_file_error("workers = 2 3\n",
+	    "1: invalid value \"2 3\" for "
 	    "workers: expected an integer from 1 to 1024");
 }
 
@@ -670,18 +686,22 @@ test_file_missing(void **state)
 
 	(void)state;
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-c",
-	    "/nonexistent/upperd.conf", NULL), -1);
-	snprintf(want, sizeof(want), "cannot read config file "
-	    "/nonexistent/upperd.conf: %s", strerror(ENOENT));
+	                     "/nonexistent/upperd.conf", NULL),
+	    -1);
+	snprintf(want, sizeof(want),
+	    "cannot read config file "
+	    "/nonexistent/upperd.conf: %s",
+	    strerror(ENOENT));
 	assert_string_equal(err, want);
-	assert_int_equal(load(&c, &act, err, sizeof(err), "-c", "/tmp",
-	    NULL), -1);
+	assert_int_equal(load(&c, &act, err, sizeof(err), "-c", "/tmp", NULL),
+	    -1);
 	snprintf(want, sizeof(want), "cannot read config file /tmp: %s",
 	    strerror(EISDIR));
 	assert_string_equal(err, want);
-	assert_int_equal(load(&c, &act, err, sizeof(err), "--config", "",
-	    NULL), -1);
-	assert_string_equal(err, "invalid value \"\" for --config: expected "
+	assert_int_equal(load(&c, &act, err, sizeof(err), "--config", "", NULL),
+	    -1);
+	assert_string_equal(err,
+	    "invalid value \"\" for --config: expected "
 	    "a file name");
 }
 
@@ -714,8 +734,8 @@ test_command_line_errors(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		int r = load(&c, &act, err, sizeof(err), cases[i].a,
-		    cases[i].b, NULL);
+		int r = load(&c, &act, err, sizeof(err), cases[i].a, cases[i].b,
+		    NULL);
 
 		if (cases[i].err == NULL) {
 			assert_int_equal(r, 0);
@@ -727,7 +747,8 @@ test_command_line_errors(void **state)
 	}
 	/* An operand stops option parsing; it is an error wherever it is. */
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-w", "2", "extra",
-	    "-w", "3", NULL), -1);
+	                     "-w", "3", NULL),
+	    -1);
 	assert_string_equal(err, "unexpected argument \"extra\"");
 }
 
@@ -753,12 +774,14 @@ test_help_version(void **state)
 	    0);
 	assert_int_equal(act, CFG_VERSION);
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-w", "abc", "-c",
-	    "/nonexistent", "-h", NULL), 0);
+	                     "/nonexistent", "-h", NULL),
+	    0);
 	assert_int_equal(act, CFG_HELP);
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-hV", NULL), 0);
 	assert_int_equal(act, CFG_HELP);
 	assert_int_equal(load(&c, &act, err, sizeof(err), "--bogus", "-h",
-	    NULL), -1);
+	                     NULL),
+	    -1);
 	assert_cfg_equal(&c, &d); /* help or error: nothing applied */
 }
 
@@ -788,7 +811,8 @@ test_repeated_load(void **state)
 	assert_int_equal(cfg_load(&a, argc, argv, &act, err, sizeof(err)), 0);
 	for (i = 0; i < 3; i++) {
 		assert_int_equal(cfg_load(&b, argc, argv, &act, err,
-		    sizeof(err)), 0);
+		                     sizeof(err)),
+		    0);
 		assert_cfg_equal(&a, &b);
 		assert_memory_equal(argv, copy, sizeof(argv[0]) * argc);
 	}
@@ -812,7 +836,7 @@ test_failed_load_keeps_settings(void **state)
 	enum cfg_action act;
 	struct cfg c, d;
 	const char *f = write_file("workers = 4\nidle-timeout = 5\n"
-	    "max-conns = zero\n");
+	                           "max-conns = zero\n");
 
 	(void)state;
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-w", "9", NULL), 0);
@@ -821,7 +845,8 @@ test_failed_load_keeps_settings(void **state)
 	assert_contains(err, ":3: invalid value \"zero\" for max-conns:");
 	assert_cfg_equal(&c, &d);
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-w", "2", "-t",
-	    "bad", NULL), -1);
+	                     "bad", NULL),
+	    -1);
 	assert_cfg_equal(&c, &d);
 }
 
@@ -832,11 +857,11 @@ test_usage(void **state)
 	static const char *const names[] = { "-c, --config", "-w, --workers",
 		"-t, --tcp", "-u, --udp", "-s, --stats", "--max-conns",
 		"--idle-timeout", "--drain-timeout", "--heartbeat-timeout",
-		"--max-requests", "--case", "--sched-policy", "--log-level", "--log-file",
-		"--pid-file", "--user", "-h, --help", "-V, --version",
-		"0.0.0.0:12000", "127.0.0.1:9120", "online CPUs", "10000",
-		"300", "(default: 30)", "(default: 10)", "unicode", "info",
-		"(default: auto)" };
+		"--max-requests", "--case", "--sched-policy", "--log-level",
+		"--log-file", "--pid-file", "--user", "-h, --help",
+		"-V, --version", "0.0.0.0:12000", "127.0.0.1:9120",
+		"online CPUs", "10000", "300", "(default: 30)", "(default: 10)",
+		"unicode", "info", "(default: auto)" };
 	const char *p = cfg_usage, *nl;
 	size_t i;
 

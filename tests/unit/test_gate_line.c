@@ -21,7 +21,10 @@ struct line_case {
 	int verdict;
 };
 
-#define LINE(text, verdict) { text, sizeof(text) - 1, verdict }
+#define LINE(text, verdict)                     \
+	{                                       \
+		text, sizeof(text) - 1, verdict \
+	}
 
 static const struct line_case cases[] = {
 	LINE("GET /stats HTTP/1.1\r\nHost: x\r\n\r\n", GATE_VALID),
@@ -69,8 +72,7 @@ static void
 test_table(void **state)
 {
 	(void)state;
-	run_table(cases, sizeof(cases) / sizeof(cases[0]), gate_check,
-	    "case");
+	run_table(cases, sizeof(cases) / sizeof(cases[0]), gate_check, "case");
 }
 
 /* Every proper prefix of a valid line waits for more; never refused. */
@@ -132,7 +134,7 @@ static void
 test_head_prefixes_wait(void **state)
 {
 	const char *head = "\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n"
-	    "Accept: */*\r\n\r\n";
+	                   "Accept: */*\r\n\r\n";
 	size_t n, len = strlen(head);
 
 	(void)state;
@@ -158,7 +160,7 @@ test_head_limits(void **state)
 
 	memcpy(buf, "GET / HTTP/1.1\r\n", 16);
 	memset(buf + 16, 'a', n - 16);
-	buf[GATE_HEAD_MAX - 5] = '\n';	/* one long header line */
+	buf[GATE_HEAD_MAX - 5] = '\n'; /* one long header line */
 	memcpy(buf + GATE_HEAD_MAX - 4, "\r\n", 2);
 	assert_int_equal(gate_head(buf, GATE_HEAD_MAX - 2), GATE_VALID);
 	buf[GATE_HEAD_MAX - 4] = 'a';

@@ -62,23 +62,35 @@ fixture(struct snapshot *s)
 	s->workers_running = 2;
 	s->last_scrape_seconds = 0.000125;
 	s->proc = (struct snap_process){ .cpu_seconds = 0.37,
-		.rss_bytes = 5242880, .vsize_bytes = 23068672, .open_fds = 9,
-		.max_fds = 1024, .start_time = 1763700000.25 };
+		.rss_bytes = 5242880,
+		.vsize_bytes = 23068672,
+		.open_fds = 9,
+		.max_fds = 1024,
+		.start_time = 1763700000.25 };
 	s->nworkers = 3;
 	s->workers = w;
 
-	w[0] = (struct snap_worker){ .slot = 0, .pid = 4243,
-		.state = SNAP_RUNNING, .started_at = 1763700000.5,
-		.cpu_seconds = 1.25, .rss_bytes = 3145728 };
-	w[1] = (struct snap_worker){ .slot = 1, .pid = 4301,
-		.state = SNAP_RUNNING, .started_at = 1763700009.125,
+	w[0] = (struct snap_worker){ .slot = 0,
+		.pid = 4243,
+		.state = SNAP_RUNNING,
+		.started_at = 1763700000.5,
+		.cpu_seconds = 1.25,
+		.rss_bytes = 3145728 };
+	w[1] = (struct snap_worker){ .slot = 1,
+		.pid = 4301,
+		.state = SNAP_RUNNING,
+		.started_at = 1763700009.125,
 		.restarts_by_reason = { [SNAP_CRASH] = 1, [SNAP_RELOAD] = 2 },
-		.cpu_seconds = 0.5, .rss_bytes = 2097152 };
+		.cpu_seconds = 0.5,
+		.rss_bytes = 2097152 };
 	snprintf(w[1].last_exit, sizeof(w[1].last_exit), "signal 9");
-	w[2] = (struct snap_worker){ .slot = 2, .pid = 0,
-		.state = SNAP_STOPPED, .started_at = 0,
+	w[2] = (struct snap_worker){ .slot = 2,
+		.pid = 0,
+		.state = SNAP_STOPPED,
+		.started_at = 0,
 		.restarts_by_reason = { [SNAP_HUNG] = 1, [SNAP_RECYCLE] = 1 },
-		.cpu_seconds = 3, .rss_bytes = 0 };
+		.cpu_seconds = 3,
+		.rss_bytes = 0 };
 	snprintf(w[2].last_exit, sizeof(w[2].last_exit), "exit 0");
 
 	/* Distinct values per slot and counter, so a swapped column shows. */
@@ -87,11 +99,15 @@ fixture(struct snapshot *s)
 		w[1].v[c] = 20000 + 7 * c;
 		w[2].v[c] = ctr_meta[c].kind == CTR_KIND_GAUGE ? 0 : 300 + c;
 	}
-	w[0].hist = (struct ctr_hist){ .bucket = { 5, 3, 0, 0, 2, 0, 0, 1,
-		0, 0, 0, 1 }, .count = 12, .sum_ns = 63123456789ULL };
+	w[0].hist = (struct ctr_hist){ .bucket = { 5, 3, 0, 0, 2, 0, 0, 1, 0, 0,
+		                           0, 1 },
+		.count = 12,
+		.sum_ns = 63123456789ULL };
 	w[1].hist = (struct ctr_hist){ .bucket = { [0] = 7, [8] = 2 },
-		.count = 9, .sum_ns = 4500000000ULL };
-	w[2].hist = (struct ctr_hist){ .bucket = { [3] = 4 }, .count = 4,
+		.count = 9,
+		.sum_ns = 4500000000ULL };
+	w[2].hist = (struct ctr_hist){ .bucket = { [3] = 4 },
+		.count = 4,
 		.sum_ns = 160000000ULL };
 }
 
@@ -189,7 +205,7 @@ temp_file(const char *data, size_t len)
 	int fd;
 
 	assert_true(asprintf(&path, "%s/upperd-render-XXXXXX",
-	    tmp && *tmp ? tmp : "/tmp") > 0);
+	                tmp && *tmp ? tmp : "/tmp") > 0);
 	fd = mkstemp(path);
 	if (fd == -1)
 		fail_msg("mkstemp %s: %s", path, strerror(errno));
@@ -258,14 +274,16 @@ golden(const char *rel, const char *got, size_t len)
 	want = slurp(path, &wlen);
 	if (want == NULL)
 		fail_msg("cannot read %s: %s (run from the repo root, set "
-		    "UPPERD_SRCDIR, or create it with UPPERD_UPDATE_GOLDEN=1)",
+		         "UPPERD_SRCDIR, or create it with "
+		         "UPPERD_UPDATE_GOLDEN=1)",
 		    path, strerror(errno));
 	if (wlen != len || memcmp(want, got, len) != 0) {
 		actual = temp_file(got, len);
 		char *argv[] = { "/usr/bin/diff", "-u", path, actual, NULL };
 
 		run(argv, NULL, &diff);
-		print_error("%s differs from the rendered output:\n%s\n"
+		print_error(
+		    "%s differs from the rendered output:\n%s\n"
 		    "actual output kept in %s; if the change is intended, "
 		    "rerun with UPPERD_UPDATE_GOLDEN=1 and review the diff\n",
 		    path, diff, actual);
@@ -288,8 +306,7 @@ promtool_clean(const char *text, size_t len)
 	int rc;
 
 	if (access(PROMTOOL, X_OK) != 0) {
-		print_message("%s missing: promtool check skipped\n",
-		    PROMTOOL);
+		print_message("%s missing: promtool check skipped\n", PROMTOOL);
 		return;
 	}
 	in = temp_file(text, len);
@@ -297,8 +314,7 @@ promtool_clean(const char *text, size_t len)
 	unlink(in);
 	free(in);
 	if (rc != 0 || out[0] != '\0')
-		fail_msg("promtool check metrics: exit %d, said:\n%s", rc,
-		    out);
+		fail_msg("promtool check metrics: exit %d, said:\n%s", rc, out);
 	free(out);
 }
 
@@ -351,7 +367,8 @@ check_hist(json_t *h)
 
 	assert_true(json_is_object(b));
 	assert_int_equal(json_object_size(b), CTR_HIST_NBUCKETS);
-	json_object_foreach(b, k, v) {
+	json_object_foreach(b, k, v)
+	{
 		assert_true(json_is_integer(v));
 		assert_true(json_integer_value(v) >= prev);
 		prev = json_integer_value(v);
@@ -412,15 +429,16 @@ check_totals(json_t *doc)
 	assert_true(json_is_object(tot));
 	for (c = 0; c < CTR_COUNT; c++) {
 		sum = 0;
-		json_array_foreach(ws, i, w)
-			sum += int_at(w, ctr_meta[c].name);
+		json_array_foreach(ws, i, w) sum += int_at(w, ctr_meta[c].name);
 		assert_int_equal(sum, int_at(tot, ctr_meta[c].name));
 	}
 	sum = 0;
-	json_array_foreach(ws, i, w) {
+	json_array_foreach(ws, i, w)
+	{
 		restarts += int_at(w, "restarts");
 		sum += int_at(json_object_get(w,
-		    "tcp_connection_duration_seconds"), "count");
+		                  "tcp_connection_duration_seconds"),
+		    "count");
 	}
 	assert_int_equal(restarts, int_at(doc, "worker_restarts"));
 	th = json_object_get(tot, "tcp_connection_duration_seconds");
@@ -434,14 +452,13 @@ check_document(json_t *doc, size_t nworkers)
 	json_t *ws = json_object_get(doc, "workers"), *w;
 	size_t i;
 
-	assert_string_equal(json_string_value(json_object_get(doc,
-	    "version")), "0.1.0");
+	assert_string_equal(json_string_value(json_object_get(doc, "version")),
+	    "0.1.0");
 	assert_true(json_is_number(json_object_get(doc, "uptime_seconds")));
 	assert_true(json_is_object(json_object_get(doc, "process")));
 	assert_true(json_is_array(ws));
 	assert_int_equal(json_array_size(ws), nworkers);
-	json_array_foreach(ws, i, w)
-		check_worker(w, i);
+	json_array_foreach(ws, i, w) check_worker(w, i);
 	check_totals(doc);
 }
 
@@ -460,21 +477,25 @@ test_json_structure(void **state)
 	doc = parse(out);
 	check_document(doc, 3);
 	assert_int_equal(int_at(doc, "worker_restarts"), 5);
-	assert_true(json_real_value(json_object_get(doc, "uptime_seconds")) ==
-	    12.5);
+	assert_true(
+	    json_real_value(json_object_get(doc, "uptime_seconds")) == 12.5);
 	ws = json_object_get(doc, "workers");
 	/* pid null iff no process; last_exit null iff nothing ever ended */
 	pid = json_object_get(json_array_get(ws, 2), "pid");
 	assert_true(json_is_null(pid));
 	assert_int_equal(int_at(json_array_get(ws, 0), "pid"), 4243);
-	assert_true(json_is_null(json_object_get(json_array_get(ws, 0),
-	    "last_exit")));
-	assert_string_equal(json_string_value(json_object_get(
-	    json_array_get(ws, 1), "last_exit")), "signal 9");
-	assert_true(json_is_null(json_object_get(json_array_get(ws, 2),
-	    "started_at")));
-	assert_string_equal(json_string_value(json_object_get(
-	    json_array_get(ws, 2), "state")), "stopped");
+	assert_true(
+	    json_is_null(json_object_get(json_array_get(ws, 0), "last_exit")));
+	assert_string_equal(json_string_value(
+	                        json_object_get(json_array_get(ws, 1),
+	                            "last_exit")),
+	    "signal 9");
+	assert_true(
+	    json_is_null(json_object_get(json_array_get(ws, 2), "started_at")));
+	assert_string_equal(json_string_value(
+	                        json_object_get(json_array_get(ws, 2),
+	                            "state")),
+	    "stopped");
 	json_decref(doc);
 	free(out);
 }
@@ -500,8 +521,9 @@ test_json_edges(void **state)
 	w = json_array_get(json_object_get(doc, "workers"), 0);
 	assert_true(json_is_null(json_object_get(w, "cpu_seconds")));
 	assert_int_equal(int_at(w, "tcp_bytes_sent"), INT64_MAX);
-	assert_true(json_is_null(json_object_get(json_object_get(doc,
-	    "process"), "start_time_seconds")));
+	assert_true(
+	    json_is_null(json_object_get(json_object_get(doc, "process"),
+	        "start_time_seconds")));
 	json_decref(doc);
 	free(out);
 }
@@ -556,12 +578,13 @@ test_html_rows(void **state)
 	out = render_html(&s, &len);
 	assert_non_null(out);
 	for (i = 0; i < s.nworkers; i++) {
-		snprintf(want, sizeof(want), "<tr data-slot=\"%u\" class=\"%s\">",
-		    s.workers[i].slot, state_names[s.workers[i].state]);
+		snprintf(want, sizeof(want),
+		    "<tr data-slot=\"%u\" class=\"%s\">", s.workers[i].slot,
+		    state_names[s.workers[i].state]);
 		assert_non_null(strstr(out, want));
 		if (s.workers[i].pid) {
-			snprintf(want, sizeof(want), "<td class=\"pid\">%d</td>",
-			    (int)s.workers[i].pid);
+			snprintf(want, sizeof(want),
+			    "<td class=\"pid\">%d</td>", (int)s.workers[i].pid);
 			assert_non_null(strstr(out, want));
 		}
 	}
@@ -614,7 +637,8 @@ check_families(const char *text, struct families *f)
 			nl = strchr(line, '\n');
 			assert_non_null(nl);
 			if (sscanf(line, "# TYPE %127s %15s", f->name[f->n],
-			    type) != 2 || strcmp(f->name[f->n], name) != 0)
+			        type) != 2 ||
+			    strcmp(f->name[f->n], name) != 0)
 				fail_msg("HELP %s not followed by its TYPE",
 				    name);
 			snprintf(f->type[f->n++], 16, "%s", type);
@@ -695,7 +719,8 @@ test_prom_families(void **state)
 			fail_msg("family %s missing or mistyped", fixed[i][0]);
 	assert_int_equal(f.n, CTR_COUNT + sizeof(fixed) / sizeof(fixed[0]));
 	/* every (worker, reason) pair from the start, zeros included */
-	assert_non_null(strstr(out, "upperd_worker_restarts_total{worker=\"0\","
+	assert_non_null(strstr(out,
+	    "upperd_worker_restarts_total{worker=\"0\","
 	    "reason=\"hung\"} 0\n"));
 	assert_non_null(strstr(out, "upperd_worker_up{worker=\"2\"} 0\n"));
 	free(out);
@@ -718,12 +743,16 @@ test_bucket_keys_match_le(void **state)
 	assert_non_null(js);
 	assert_non_null(pm);
 	doc = parse(js);
-	b = json_object_get(json_object_get(json_array_get(json_object_get(
-	    doc, "workers"), 0), "tcp_connection_duration_seconds"),
+	b = json_object_get(json_object_get(json_array_get(json_object_get(doc,
+	                                                       "workers"),
+	                                        0),
+	                        "tcp_connection_duration_seconds"),
 	    "buckets");
-	json_object_foreach(b, k, v) {
-		snprintf(want, sizeof(want), "{worker=\"0\",le=\"%s\"} %"
-		    JSON_INTEGER_FORMAT "\n", k, json_integer_value(v));
+	json_object_foreach(b, k, v)
+	{
+		snprintf(want, sizeof(want),
+		    "{worker=\"0\",le=\"%s\"} %" JSON_INTEGER_FORMAT "\n", k,
+		    json_integer_value(v));
 		if (strstr(pm, want) == NULL)
 			fail_msg("no bucket %s in /metrics", want);
 	}
@@ -803,8 +832,10 @@ test_1024_slots(void **state)
 
 	(void)state;
 	w = fixture_big(&s);
-	snprintf(want, sizeof(want), "upperd_tcp_bytes_sent_total{worker="
-	    "\"1023\"} %" PRIu64 "\n", w[1023].v[CTR_tcp_bytes_sent]);
+	snprintf(want, sizeof(want),
+	    "upperd_tcp_bytes_sent_total{worker="
+	    "\"1023\"} %" PRIu64 "\n",
+	    w[1023].v[CTR_tcp_bytes_sent]);
 
 	out = render_prom(&s, &len);
 	assert_non_null(out);

@@ -158,7 +158,7 @@ static size_t
 feed_pieces(enum upc_mode mode, const uint8_t *in, size_t n, uint8_t *out,
     uint64_t *s, size_t maxpiece)
 {
-	struct upc_stream st = {0};
+	struct upc_stream st = { 0 };
 	size_t w = 0, i = 0, k, got;
 	uint8_t *tmp;
 
@@ -180,10 +180,10 @@ feed_pieces(enum upc_mode mode, const uint8_t *in, size_t n, uint8_t *out,
 
 /* upc_feed() in pieces cut at the given points (sorted, within n). */
 static size_t
-feed_at(
-    const uint8_t *in, size_t n, const size_t *cuts, size_t ncuts, uint8_t *out)
+feed_at(const uint8_t *in, size_t n, const size_t *cuts, size_t ncuts,
+    uint8_t *out)
 {
-	struct upc_stream st = {0};
+	struct upc_stream st = { 0 };
 	size_t w = 0, from = 0, to, got;
 	uint8_t *tmp;
 
@@ -206,7 +206,7 @@ static bool
 find_script(char *path, size_t size)
 {
 	char exe[PATH_MAX], *slash;
-	const char *dirs[4] = {getenv("UPPERD_SRCDIR"), ".", NULL, NULL};
+	const char *dirs[4] = { getenv("UPPERD_SRCDIR"), ".", NULL, NULL };
 	char up1[PATH_MAX + 8], up3[PATH_MAX + 16];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 
@@ -310,8 +310,8 @@ oracle_field(struct oracle *o, const uint8_t **p, size_t *n)
 	if (o->len - o->pos < 4)
 		return false;
 	len = (uint32_t)o->buf[o->pos] | (uint32_t)o->buf[o->pos + 1] << 8 |
-	      (uint32_t)o->buf[o->pos + 2] << 16 |
-	      (uint32_t)o->buf[o->pos + 3] << 24;
+	    (uint32_t)o->buf[o->pos + 2] << 16 |
+	    (uint32_t)o->buf[o->pos + 3] << 24;
 	if (o->len - o->pos - 4 < len)
 		return false;
 	*p = o->buf + o->pos + 4;
@@ -467,8 +467,8 @@ check_sample(size_t idx, const struct sample *t, uint8_t *out)
 	got = upc_buf(UPC_UNICODE, in, n, out);
 	assert_true(same_bytes(what, out, got, want, t->wantlen));
 	for (cuts[0] = 0; cuts[0] <= n; cuts[0]++) {
-		snprintf(
-		    what, sizeof(what), "sample %zu, cut at %zu", idx, cuts[0]);
+		snprintf(what, sizeof(what), "sample %zu, cut at %zu", idx,
+		    cuts[0]);
 		got = feed_at(in, n, cuts, 1, out);
 		assert_true(same_bytes(what, out, got, want, t->wantlen));
 		for (cuts[1] = cuts[0]; cuts[1] <= n; cuts[1]++) {
@@ -508,20 +508,23 @@ test_samples_split_everywhere(void **state)
 static void
 test_carry_steps(void **state)
 {
-	struct upc_stream st = {0};
+	struct upc_stream st = { 0 };
 	uint8_t out[UPC_OUT_MAX(8)];
 
 	(void)state;
-	assert_int_equal(
-	    upc_feed(&st, UPC_UNICODE, (const uint8_t *)"\xe2\x82", 2, out), 0);
+	assert_int_equal(upc_feed(&st, UPC_UNICODE, (const uint8_t *)"\xe2\x82",
+	                     2, out),
+	    0);
 	assert_int_equal(st.ncarry, 2);
-	assert_int_equal(
-	    upc_feed(&st, UPC_UNICODE, (const uint8_t *)"a", 1, out), 3);
+	assert_int_equal(upc_feed(&st, UPC_UNICODE, (const uint8_t *)"a", 1,
+	                     out),
+	    3);
 	assert_memory_equal(out, "\xe2\x82\x41", 3);
 	assert_int_equal(st.ncarry, 0);
 
-	assert_int_equal(
-	    upc_feed(&st, UPC_UNICODE, (const uint8_t *)"a\xc3", 2, out), 1);
+	assert_int_equal(upc_feed(&st, UPC_UNICODE, (const uint8_t *)"a\xc3", 2,
+	                     out),
+	    1);
 	assert_int_equal(upc_feed(&st, UPC_UNICODE, NULL, 0, out), 0);
 	assert_int_equal(st.ncarry, 1);
 	assert_int_equal(upc_finish(&st, out), 1);
@@ -529,23 +532,27 @@ test_carry_steps(void **state)
 	assert_int_equal(upc_finish(&st, out), 0);
 
 	/* one byte in, six out: within UPC_OUT_MAX(1) */
-	assert_int_equal(
-	    upc_feed(&st, UPC_UNICODE, (const uint8_t *)"\xce", 1, out), 0);
-	assert_int_equal(
-	    upc_feed(&st, UPC_UNICODE, (const uint8_t *)"\x90", 1, out), 6);
+	assert_int_equal(upc_feed(&st, UPC_UNICODE, (const uint8_t *)"\xce", 1,
+	                     out),
+	    0);
+	assert_int_equal(upc_feed(&st, UPC_UNICODE, (const uint8_t *)"\x90", 1,
+	                     out),
+	    6);
 	assert_memory_equal(out, "\xce\x99\xcc\x88\xcc\x81", 6);
 
-	assert_int_equal(
-	    upc_feed(&st, UPC_UNICODE, (const uint8_t *)"\xf0\x90\x90", 3, out),
+	assert_int_equal(upc_feed(&st, UPC_UNICODE,
+	                     (const uint8_t *)"\xf0\x90\x90", 3, out),
 	    0);
 	assert_int_equal(st.ncarry, 3);
-	assert_int_equal(
-	    upc_feed(&st, UPC_UNICODE, (const uint8_t *)"\xa8\xe0", 2, out), 4);
+	assert_int_equal(upc_feed(&st, UPC_UNICODE, (const uint8_t *)"\xa8\xe0",
+	                     2, out),
+	    4);
 	assert_memory_equal(out, "\xf0\x90\x90\x80", 4);
 	assert_int_equal(st.ncarry, 1);
 	/* E0 80 is an overlong prefix: refuted at once, nothing carried */
-	assert_int_equal(
-	    upc_feed(&st, UPC_UNICODE, (const uint8_t *)"\x80", 1, out), 2);
+	assert_int_equal(upc_feed(&st, UPC_UNICODE, (const uint8_t *)"\x80", 1,
+	                     out),
+	    2);
 	assert_memory_equal(out, "\xe0\x80", 2);
 	assert_int_equal(st.ncarry, 0);
 }
@@ -588,8 +595,8 @@ test_ascii_run_edges(void **state)
 	for (size_t n = 0; n <= 200; n++) {
 		for (size_t i = 0; i < n; i++) {
 			in[i] = (uint8_t)(0x20 + rnd(&s) % 0x5f);
-			want[i] =
-			    in[i] >= 'a' && in[i] <= 'z' ? in[i] - 0x20 : in[i];
+			want[i] = in[i] >= 'a' && in[i] <= 'z' ? in[i] - 0x20 :
+			                                         in[i];
 		}
 		for (size_t pos = 0; pos + 2 <= n; pos++) {
 			uint8_t a = in[pos], b = in[pos + 1];
@@ -600,8 +607,8 @@ test_ascii_run_edges(void **state)
 			out = malloc(UPC_OUT_MAX(n));
 			assert_non_null(out);
 			got = upc_buf(UPC_UNICODE, in, n, out);
-			snprintf(
-			    what, sizeof(what), "length %zu, at %zu", n, pos);
+			snprintf(what, sizeof(what), "length %zu, at %zu", n,
+			    pos);
 			assert_true(same_bytes(what, out, got, want, n));
 			free(out);
 			in[pos] = a;
@@ -624,7 +631,7 @@ ascii_reference(const uint8_t *in, size_t n, uint8_t *out)
 static void
 test_ascii_table(void **state)
 {
-	struct upc_stream st = {0};
+	struct upc_stream st = { 0 };
 	uint8_t all[256], out[UPC_OUT_MAX(256)];
 
 	(void)state;
@@ -633,14 +640,15 @@ test_ascii_table(void **state)
 	assert_int_equal(upc_buf(UPC_ASCII, all, 256, out), 256);
 	for (int i = 0; i < 256; i++)
 		assert_int_equal(out[i], i >= 'a' && i <= 'z' ? i - 32 : i);
-	assert_int_equal(
-	    upc_buf(
-	        UPC_ASCII, (const uint8_t *)"stra\xc3\x9f\x65 `az{@", 12, out),
+	assert_int_equal(upc_buf(UPC_ASCII,
+	                     (const uint8_t *)"stra\xc3\x9f\x65 `az{@", 12,
+	                     out),
 	    12);
 	assert_memory_equal(out, "STRA\xc3\x9f\x45 `AZ{@", 12);
 	/* ascii mode never carries */
-	assert_int_equal(
-	    upc_feed(&st, UPC_ASCII, (const uint8_t *)"\xc3", 1, out), 1);
+	assert_int_equal(upc_feed(&st, UPC_ASCII, (const uint8_t *)"\xc3", 1,
+	                     out),
+	    1);
 	assert_int_equal(out[0], 0xc3);
 	assert_int_equal(st.ncarry, 0);
 	assert_int_equal(upc_finish(&st, out), 0);
@@ -706,7 +714,7 @@ test_no_malloc(void **state)
 	static const char text[] = "Straße ǆ ΐ ﬃ привет мир καλημέρα "
 	                           "日本語 😀 𐐨 \xff\xc3";
 	uint8_t out[UPC_OUT_MAX(sizeof(text))];
-	struct upc_stream st = {0};
+	struct upc_stream st = { 0 };
 	unsigned long before = malloc_calls;
 	char *probe = strdup("x"); /* the hook must see library calls */
 
@@ -750,20 +758,20 @@ main(void)
 {
 	const char *env = getenv("UPPERD_TEST_SEED");
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_every_codepoint),
-	    cmocka_unit_test(test_every_codepoint_stream),
-	    cmocka_unit_test(test_fuzz_python),
-	    cmocka_unit_test(test_samples_split_everywhere),
-	    cmocka_unit_test(test_carry_steps),
-	    cmocka_unit_test(test_worst_growth),
-	    cmocka_unit_test(test_ascii_run_edges),
-	    cmocka_unit_test(test_ascii_table),
-	    cmocka_unit_test(test_ascii_random),
-	    cmocka_unit_test(test_no_malloc),
+		cmocka_unit_test(test_every_codepoint),
+		cmocka_unit_test(test_every_codepoint_stream),
+		cmocka_unit_test(test_fuzz_python),
+		cmocka_unit_test(test_samples_split_everywhere),
+		cmocka_unit_test(test_carry_steps),
+		cmocka_unit_test(test_worst_growth),
+		cmocka_unit_test(test_ascii_run_edges),
+		cmocka_unit_test(test_ascii_table),
+		cmocka_unit_test(test_ascii_random),
+		cmocka_unit_test(test_no_malloc),
 	};
 
-	seed = env != NULL ? strtoull(env, NULL, 0)
-	                   : (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
+	seed = env != NULL ? strtoull(env, NULL, 0) :
+	                     (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
 	fprintf(stderr, "seed %llu (set UPPERD_TEST_SEED to repeat)\n",
 	    (unsigned long long)seed);
 	return cmocka_run_group_tests(tests, load_codepoints, free_codepoints);
