@@ -54,9 +54,10 @@ TEST_gate_line_OBJS := supervisor/gate_line.o
 PYTHON ?= /usr/bin/python3
 # What building needs (make run), and what the tests need on top (make test).
 DEB_BUILD := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config
-DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium
+DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium clang-format
 
-.PHONY: all run test check unit system asan bench profile deps deps-build format clean \
+.PHONY: all run test check unit system asan bench profile deps deps-build format \
+        format-check clean \
         install
 
 all: $(BIN)/upperd $(BIN)/upper $(BIN)/upper-bench $(BIN)/upper-ref
@@ -109,7 +110,7 @@ test: deps
 asan: deps
 	$(MAKE) SAN=1 check
 
-check: all unit system
+check: format-check all unit system
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; \
@@ -138,9 +139,16 @@ deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends $$missing; fi
 
+# Every C file of the tree, for make format and make format-check.
+FORMAT_SRCS = $(shell git ls-files '*.[ch]' 2>/dev/null || \
+    find include common supervisor workers tools tests -name '*.[ch]')
+
 format:
-	clang-format -i include/*.h common/*.c supervisor/*.[ch] \
-	    workers/*.[ch] tools/*.c tests/unit/*.c
+	clang-format -i $(FORMAT_SRCS)
+
+# make check fails when a file is not as .clang-format writes it.
+format-check:
+	@clang-format --dry-run --Werror $(FORMAT_SRCS) && echo "format: ok"
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
