@@ -11,6 +11,12 @@
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+SYSCONFDIR ?= /etc
+BINDIR  ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+DATADIR ?= $(PREFIX)/share
+MANDIR  ?= $(DATADIR)/man
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 CC      ?= cc
 PKGS    := libmicrohttpd jansson
 
@@ -52,10 +58,11 @@ TEST_http_line_OBJS := supervisor/http_line.o
 PYTHON ?= /usr/bin/python3
 # What building needs (make run), and what the tests need on top (make test).
 DEB_BUILD := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config
-DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium
+DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium \
+             mandoc man-db systemd logrotate
 
 .PHONY: all run test check unit system asan bench profile deps deps-build format clean \
-        install
+        install uninstall
 
 all: $(BIN)/upperd $(BIN)/upper $(BIN)/upper-bench $(BIN)/upper-ref
 
@@ -137,9 +144,50 @@ format:
 	clang-format -i include/*.h supervisor/*.[ch] workers/*.[ch] tools/*.c \
 	    tests/unit/*.c
 
+# make install: the layout of upperd(8) FILES.  The sample config and the
+# logrotate snippet are an operator's files once installed: never
+# overwritten, and removed by uninstall only while unedited.  The unit
+# files name the installed binary and config (they ship with /usr/sbin and
+# /etc).  Dashboards and the Prometheus files go to share/upperd/dashboards.
+MAN_PAGES := docs/upper.1 docs/upper-bench.1 docs/upperd.conf.5 docs/upperd.8
+UNITS     := $(wildcard deploy/systemd/*.service deploy/systemd/*.socket)
+DASH_FILES = $(shell find dashboards -type f)
+ETC_FILES := upperd/upperd.conf:deploy/upperd.conf \
+             logrotate.d/upperd:deploy/logrotate/upperd
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 755 bin/upperd bin/upper bin/upper-bench $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) \
+	    $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSCONFDIR)/upperd \
+	    $(DESTDIR)$(SYSCONFDIR)/logrotate.d
+	install -m 755 $(BIN)/upperd $(DESTDIR)$(SBINDIR)
+	install -m 755 $(BIN)/upper $(BIN)/upper-bench $(DESTDIR)$(BINDIR)
+	@set -e; for m in $(MAN_PAGES); do s=$${m##*.}; \
+	    echo install -D -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/$${m#docs/}; \
+	    install -D -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/$${m#docs/}; done
+	@set -e; for u in $(UNITS); do \
+	    echo "install $$u -> $(DESTDIR)$(SYSTEMDUNITDIR)/"; \
+	    sed -e 's|/usr/sbin/upperd|$(SBINDIR)/upperd|g' \
+	        -e 's|/etc/upperd/|$(SYSCONFDIR)/upperd/|g' $$u \
+	        >$(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}; \
+	    chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}; done
+	@set -e; for f in $(DASH_FILES); do \
+	    install -D -m 644 $$f $(DESTDIR)$(DATADIR)/upperd/$$f; done
+	@echo "install dashboards -> $(DESTDIR)$(DATADIR)/upperd/dashboards"
+	@set -e; for e in $(ETC_FILES); do t=$(DESTDIR)$(SYSCONFDIR)/$${e%%:*}; \
+	    if [ -e $$t ]; then echo "keeping existing $$t"; \
+	    else echo "install $${e#*:} -> $$t"; \
+	        install -m 644 $${e#*:} $$t; fi; done
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/upperd $(DESTDIR)$(BINDIR)/upper \
+	    $(DESTDIR)$(BINDIR)/upper-bench
+	rm -f $(foreach m,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
+	rm -f $(foreach u,$(UNITS),$(DESTDIR)$(SYSTEMDUNITDIR)/$(notdir $(u)))
+	rm -rf $(DESTDIR)$(DATADIR)/upperd
+	@for e in $(ETC_FILES); do t=$(DESTDIR)$(SYSCONFDIR)/$${e%%:*}; \
+	    if cmp -s $${e#*:} $$t; then echo "rm -f $$t"; rm -f $$t; \
+	    elif [ -e $$t ]; then echo "keeping edited $$t"; fi; done
+	@rmdir $(DESTDIR)$(SYSCONFDIR)/upperd 2>/dev/null || true
 
 clean:
 	rm -rf build bin
