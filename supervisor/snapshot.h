@@ -18,6 +18,12 @@ enum snap_state { SNAP_STARTING, SNAP_RUNNING, SNAP_DRAINING, SNAP_BACKOFF,
 #define SNAP_STATE_NAMES { "starting", "running", "draining", "backoff", \
 	"stopped" }
 
+/* The supervisor as a whole (/stats "state"): a graceful stop is first
+ * a lame duck (--shutdown-delay), then a drain. */
+enum snap_sup_state { SNAP_SUP_RUNNING, SNAP_SUP_LAME_DUCK,
+	SNAP_SUP_DRAINING };
+#define SNAP_SUP_STATE_NAMES { "running", "lame_duck", "draining" }
+
 enum snap_reason { SNAP_CRASH, SNAP_HUNG, SNAP_RECYCLE, SNAP_RELOAD,
 	SNAP_NREASONS };
 #define SNAP_REASON_NAMES { "crash", "hung", "recycle", "reload" }
@@ -47,6 +53,7 @@ struct snap_process {
 struct snapshot {
 	const char *version;
 	pid_t pid;
+	enum snap_sup_state state;
 	double now;                 /* epoch seconds when taken */
 	double start_time;          /* epoch seconds the supervisor started */
 	unsigned workers_configured;

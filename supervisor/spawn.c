@@ -464,6 +464,9 @@ sup_tick(struct sup *s)
 	unsigned i;
 
 	sup_kill_overdue(s, now);
+	if (s->mode == SUP_RUNNING && s->lame_until_ns &&
+	    now >= s->lame_until_ns)
+		sup_shutdown(s, 0);
 	if (s->mode != SUP_RUNNING)
 		return;
 	for (i = 0; i < s->nslots; i++)
@@ -579,8 +582,8 @@ sup_reload(struct sup *s)
 	struct cfg nc;
 	unsigned i;
 
-	if (s->mode != SUP_RUNNING)
-		return;
+	if (s->mode != SUP_RUNNING || s->lame_until_ns)
+		return; /* a stop has begun */
 	if (cfg_load(&nc, s->argc, s->argv, &action, err, sizeof(err)) == -1) {
 		log_error("reload failed, keeping the running configuration: "
 		    "%s", err);
@@ -620,6 +623,27 @@ sup_scale(struct sup *s, int delta)
 	}
 }
 
+/*
+ * TERM/INT with --shutdown-delay: the lame duck.  Everything keeps serving
+ * and accepting; only /healthz says 503, so that load balancers and
+ * Kubernetes take the instance out before it stops accepting.  sup_tick
+ * starts the drain when the delay is over; a second TERM/INT starts it at
+ * once (an operator who insists), QUIT ends everything at once.
+ */
+static int
+sup_lame_duck(struct sup *s)
+{
+	if (s->lame_until_ns == 0) {
+		s->lame_until_ns = ctr_clock_ns() + s->cfg.shutdown_delay * NS;
+		log_info("shutting down: lame duck for %us (/healthz 503, still "
+		    "accepting), then draining", s->cfg.shutdown_delay);
+		return 1;
+	}
+	if (ctr_clock_ns() < s->lame_until_ns)
+		log_info("second stop signal: lame duck cut short");
+	return 0;
+}
+
 /* TERM/INT drain (workers finish their connections up to the drain
  * timeout), QUIT kills at once.  The supervisor closes its copies of the
  * service sockets so that, once the workers close theirs, new clients are
@@ -633,6 +657,8 @@ sup_shutdown(struct sup *s, int immediate)
 		s->mode = SUP_QUITTING;
 		log_info("quit: stopping every worker now");
 	} else if (s->mode == SUP_RUNNING) {
+		if (s->cfg.shutdown_delay && sup_lame_duck(s))
+			return;
 		s->mode = SUP_DRAINING;
 		log_info("shutting down: draining workers for up to %us",
 		    s->cfg.drain_timeout);

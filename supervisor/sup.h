@@ -65,6 +65,7 @@ struct sup {
 	struct evsrc ev;
 	struct MHD_Daemon *mhd;
 	enum sup_mode mode;
+	uint64_t lame_until_ns; /* TERM with --shutdown-delay: drain then */
 	int announced;          /* the "ready" line was logged */
 	unsigned configured;    /* workers wanted now (config, TTIN/TTOU) */
 	unsigned nslots;        /* slots ever used */
