@@ -58,11 +58,13 @@ TEST_http_line_OBJS := supervisor/http_line.o
 PYTHON ?= /usr/bin/python3
 # What building needs (make run), and what the tests need on top (make test).
 DEB_BUILD := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config
+# What make deb needs on top of DEB_BUILD (debian/control's Build-Depends).
+DEB_PKG   := debhelper dpkg-dev fakeroot lintian
 DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium \
-             mandoc man-db systemd logrotate
+             mandoc man-db systemd logrotate $(DEB_PKG)
 
 .PHONY: all run test check unit system asan bench profile deps deps-build format clean \
-        install uninstall
+        install uninstall deb
 
 all: $(BIN)/upperd $(BIN)/upper $(BIN)/upper-bench $(BIN)/upper-ref
 
@@ -92,7 +94,7 @@ $(BIN)/upperd-scrape: $(OUT)/tests/bench/scrape.o | $(BIN)
 
 $(OUT)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
 $(BIN):
 	@mkdir -p $@
@@ -177,6 +179,25 @@ install: all
 	    if [ -e $$t ]; then echo "keeping existing $$t"; \
 	    else echo "install $${e#*:} -> $$t"; \
 	        install -m 644 $${e#*:} $$t; fi; done
+
+# make deb: the Debian package (debian/), built from a copy of the tree
+# under $(DEB_OUT) so the checkout gets no build products, then checked by
+# lintian (errors fail).  The .deb is left in $(DEB_OUT).
+DEB_OUT ?= build/deb
+DEB_SRC  = $(abspath $(DEB_OUT))/src/upperd
+
+deb:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_BUILD) $(DEB_PKG)"
+	rm -rf $(DEB_SRC) && mkdir -p $(DEB_SRC)
+	tar -c --exclude=./build --exclude=./bin --exclude=./.git \
+	    --exclude=./tests/system/node_modules \
+	    --exclude=./tests/system/artifacts --exclude=__pycache__ . \
+	    | tar -x -C $(DEB_SRC)
+	cd $(DEB_SRC) && env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS \
+	    dpkg-buildpackage -us -uc -b
+	mv $(DEB_SRC)/../upperd_* $(DEB_SRC)/../upperd-dbgsym_* $(abspath $(DEB_OUT))/
+	rm -rf $(abspath $(DEB_OUT))/src
+	lintian --fail-on error $(abspath $(DEB_OUT))/upperd_*.deb
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/upperd $(DESTDIR)$(BINDIR)/upper \
