@@ -62,6 +62,8 @@ DEB_BUILD := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config
 DEB_PKG   := debhelper dpkg-dev fakeroot lintian
 DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium \
              mandoc man-db systemd logrotate $(DEB_PKG)
+# deploy/ checked and run by its tools (test_deploy.py, test_fleet.py).
+DEB_TEST  += haproxy nginx-light libnginx-mod-stream python3-yaml
 
 .PHONY: all run test check unit system asan bench profile deps deps-build format clean \
         install uninstall deb
