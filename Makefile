@@ -11,6 +11,12 @@
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+SYSCONFDIR ?= /etc
+BINDIR  ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+DATADIR ?= $(PREFIX)/share
+MANDIR  ?= $(DATADIR)/man
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 CC      ?= cc
 PKGS    := libmicrohttpd jansson
 
@@ -54,11 +60,15 @@ TEST_gate_line_OBJS := supervisor/gate_line.o
 PYTHON ?= /usr/bin/python3
 # What building needs (make run), and what the tests need on top (make test).
 DEB_BUILD := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config
-DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium clang-format
+# What make deb needs on top of DEB_BUILD (debian/control's Build-Depends).
+DEB_PKG   := debhelper dpkg-dev fakeroot lintian
+DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium \
+             mandoc man-db systemd logrotate clang-format $(DEB_PKG)
+# deploy/ checked and run by its tools (test_deploy.py, test_fleet.py).
+DEB_TEST  += haproxy nginx-light libnginx-mod-stream python3-yaml
 
 .PHONY: all run test check unit system asan bench profile deps deps-build format \
-        format-check clean \
-        install
+        format-check clean install uninstall deb
 
 all: $(BIN)/upperd $(BIN)/upper $(BIN)/upper-bench $(BIN)/upper-ref
 
@@ -91,7 +101,7 @@ $(OUT)/tests/unit/%.o: CFLAGS += -Isupervisor
 
 $(OUT)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
 $(BIN):
 	@mkdir -p $@
@@ -150,9 +160,69 @@ format:
 format-check:
 	@clang-format --dry-run --Werror $(FORMAT_SRCS) && echo "format: ok"
 
+# make install: the layout of upperd(8) FILES.  The sample config and the
+# logrotate snippet are an operator's files once installed: never
+# overwritten, and removed by uninstall only while unedited.  The unit
+# files name the installed binary and config (they ship with /usr/sbin and
+# /etc).  Dashboards and the Prometheus files go to share/upperd/dashboards.
+MAN_PAGES := docs/upper.1 docs/upper-bench.1 docs/upperd.conf.5 docs/upperd.8
+UNITS     := $(wildcard deploy/systemd/*.service deploy/systemd/*.socket)
+DASH_FILES = $(shell find dashboards -type f)
+ETC_FILES := upperd/upperd.conf:deploy/upperd.conf \
+             logrotate.d/upperd:deploy/logrotate/upperd
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 755 bin/upperd bin/upper bin/upper-bench $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) \
+	    $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSCONFDIR)/upperd \
+	    $(DESTDIR)$(SYSCONFDIR)/logrotate.d
+	install -m 755 $(BIN)/upperd $(DESTDIR)$(SBINDIR)
+	install -m 755 $(BIN)/upper $(BIN)/upper-bench $(DESTDIR)$(BINDIR)
+	@set -e; for m in $(MAN_PAGES); do s=$${m##*.}; \
+	    echo install -D -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/$${m#docs/}; \
+	    install -D -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/$${m#docs/}; done
+	@set -e; for u in $(UNITS); do \
+	    echo "install $$u -> $(DESTDIR)$(SYSTEMDUNITDIR)/"; \
+	    sed -e 's|/usr/sbin/upperd|$(SBINDIR)/upperd|g' \
+	        -e 's|/etc/upperd/|$(SYSCONFDIR)/upperd/|g' $$u \
+	        >$(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}; \
+	    chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}; done
+	@set -e; for f in $(DASH_FILES); do \
+	    install -D -m 644 $$f $(DESTDIR)$(DATADIR)/upperd/$$f; done
+	@echo "install dashboards -> $(DESTDIR)$(DATADIR)/upperd/dashboards"
+	@set -e; for e in $(ETC_FILES); do t=$(DESTDIR)$(SYSCONFDIR)/$${e%%:*}; \
+	    if [ -e $$t ]; then echo "keeping existing $$t"; \
+	    else echo "install $${e#*:} -> $$t"; \
+	        install -m 644 $${e#*:} $$t; fi; done
+
+# make deb: the Debian package (debian/), built from a copy of the tree
+# under $(DEB_OUT) so the checkout gets no build products, then checked by
+# lintian (errors fail).  The .deb is left in $(DEB_OUT).
+DEB_OUT ?= build/deb
+DEB_SRC  = $(abspath $(DEB_OUT))/src/upperd
+
+deb:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_BUILD) $(DEB_PKG)"
+	rm -rf $(DEB_SRC) && mkdir -p $(DEB_SRC)
+	tar -c --exclude=./build --exclude=./bin --exclude=./.git \
+	    --exclude=./tests/system/node_modules \
+	    --exclude=./tests/system/artifacts --exclude=__pycache__ . \
+	    | tar -x -C $(DEB_SRC)
+	cd $(DEB_SRC) && env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS \
+	    dpkg-buildpackage -us -uc -b
+	mv $(DEB_SRC)/../upperd_* $(DEB_SRC)/../upperd-dbgsym_* $(abspath $(DEB_OUT))/
+	rm -rf $(abspath $(DEB_OUT))/src
+	lintian --fail-on error $(abspath $(DEB_OUT))/upperd_*.deb
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/upperd $(DESTDIR)$(BINDIR)/upper \
+	    $(DESTDIR)$(BINDIR)/upper-bench
+	rm -f $(foreach m,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
+	rm -f $(foreach u,$(UNITS),$(DESTDIR)$(SYSTEMDUNITDIR)/$(notdir $(u)))
+	rm -rf $(DESTDIR)$(DATADIR)/upperd
+	@for e in $(ETC_FILES); do t=$(DESTDIR)$(SYSCONFDIR)/$${e%%:*}; \
+	    if cmp -s $${e#*:} $$t; then echo "rm -f $$t"; rm -f $$t; \
+	    elif [ -e $$t ]; then echo "keeping edited $$t"; fi; done
+	@rmdir $(DESTDIR)$(SYSCONFDIR)/upperd 2>/dev/null || true
 
 clean:
 	rm -rf build bin

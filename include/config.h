@@ -32,6 +32,7 @@ struct cfg {
 	unsigned max_conns;
 	unsigned idle_timeout;      /* seconds, 0 = never */
 	unsigned drain_timeout;     /* seconds */
+	unsigned shutdown_delay;    /* seconds of lame duck before a drain */
 	unsigned heartbeat_timeout; /* seconds */
 	unsigned long max_requests; /* 0 = never */
 	enum upc_mode case_mode;

@@ -66,6 +66,8 @@ static const struct cfg_opt cfg_opts[] = {
 	{ "max-conns", 0, CFG_KIND_UINT, CFG_NUM(max_conns), 1, 1000000 },
 	{ "idle-timeout", 0, CFG_KIND_UINT, CFG_NUM(idle_timeout), 0, 86400 },
 	{ "drain-timeout", 0, CFG_KIND_UINT, CFG_NUM(drain_timeout), 0, 86400 },
+	{ "shutdown-delay", 0, CFG_KIND_UINT, CFG_NUM(shutdown_delay), 0,
+	    86400 },
 	{ "heartbeat-timeout", 0, CFG_KIND_UINT, CFG_NUM(heartbeat_timeout), 1,
 	    3600 },
 	{ "max-requests", 0, CFG_KIND_ULONG, CFG_NUM(max_requests), 0,
@@ -138,6 +140,9 @@ const char cfg_usage[] =
     "      --drain-timeout S      seconds a stopping worker may keep "
     "serving its\n"
     "                             open connections, 0-86400 (default: 30)\n"
+    "      --shutdown-delay S     on TERM/INT, keep accepting S seconds with\n"
+    "                             /healthz already 503 (lame duck), then\n"
+    "                             drain; 0-86400 (default: 0)\n"
     "      --heartbeat-timeout S  replace a worker whose event loop has not "
     "ticked\n"
     "                             for S seconds, 1-3600 (default: 10)\n"
@@ -197,6 +202,7 @@ cfg_defaults(struct cfg *c)
 	c->max_conns = 10000;
 	c->idle_timeout = 300;
 	c->drain_timeout = 30;
+	c->shutdown_delay = 0;
 	c->heartbeat_timeout = 10;
 	c->max_requests = 0;
 	c->case_mode = UPC_UNICODE;

@@ -86,8 +86,9 @@ http_healthz(struct MHD_Connection *conn, struct sup *s)
 
 	for (i = 0; i < s->configured; i++)
 		running += sup_slot_state(s, i) == SNAP_RUNNING;
-	if (s->mode != SUP_RUNNING)
-		return http_text(conn, 503, "shutting down\n");
+	/* From the first moment of a stop, lame duck included. */
+	if (s->mode != SUP_RUNNING || s->lame_until_ns)
+		return http_text(conn, 503, "draining");
 	if (running == s->configured) {
 		sup_announce(s);
 		return http_text(conn, 200, "ok");

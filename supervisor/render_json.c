@@ -27,6 +27,7 @@
 
 static const char *const state_names[] = SNAP_STATE_NAMES;
 static const char *const reason_names[] = SNAP_REASON_NAMES;
+static const char *const sup_state_names[] = SNAP_SUP_STATE_NAMES;
 static const double hist_bounds[CTR_HIST_NBOUNDS] = CTR_HIST_BOUNDS;
 
 /* Sums over every slot, for "totals". */
@@ -298,6 +299,11 @@ rjson_document(const struct snapshot *s)
 	err |= rjson_put(o, "version",
 	    json_string(s->version ? s->version : ""));
 	err |= rjson_put(o, "pid", json_integer(s->pid));
+	err |= rjson_put(o, "state",
+	    json_string((size_t)s->state <
+	                sizeof(sup_state_names) / sizeof(sup_state_names[0]) ?
+	            sup_state_names[s->state] :
+	            "unknown"));
 	err |= rjson_put(o, "uptime_seconds", jreal(up));
 	err |= rjson_put(o, "start_time_seconds", jreal(s->start_time));
 	err |= rjson_put(o, "workers_configured",

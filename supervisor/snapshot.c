@@ -138,6 +138,9 @@ sup_snapshot(struct sup *s, struct snapshot *snap)
 		return -1;
 	snap->version = UPPERD_VERSION;
 	snap->pid = s->pid;
+	snap->state = s->mode != SUP_RUNNING ? SNAP_SUP_DRAINING :
+	    s->lame_until_ns                 ? SNAP_SUP_LAME_DUCK :
+	                                       SNAP_SUP_RUNNING;
 	snap->now = sup_epoch();
 	snap->start_time = s->start_time;
 	snap->workers_configured = s->configured;

@@ -25,6 +25,14 @@ enum snap_state {
 		"starting", "running", "draining", "backoff", "stopped" \
 	}
 
+/* The supervisor as a whole (/stats "state"): a graceful stop is first
+ * a lame duck (--shutdown-delay), then a drain. */
+enum snap_sup_state { SNAP_SUP_RUNNING, SNAP_SUP_LAME_DUCK, SNAP_SUP_DRAINING };
+#define SNAP_SUP_STATE_NAMES                       \
+	{                                          \
+		"running", "lame_duck", "draining" \
+	}
+
 enum snap_reason {
 	SNAP_CRASH,
 	SNAP_HUNG,
@@ -62,6 +70,7 @@ struct snap_process {
 struct snapshot {
 	const char *version;
 	pid_t pid;
+	enum snap_sup_state state;
 	double now;        /* epoch seconds when taken */
 	double start_time; /* epoch seconds the supervisor started */
 	unsigned workers_configured;

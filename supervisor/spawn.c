@@ -26,14 +26,14 @@
 
 static const char *const sup_reason_names[] = SNAP_REASON_NAMES;
 
+/* A forked worker must not hold the supervisor's HTTP client sockets (or
+ * anything else it opened): close everything but what it keeps. */
 static int
 spawn_cmp_fd(const void *a, const void *b)
 {
 	return *(const int *)a - *(const int *)b;
 }
 
-/* A forked worker must not hold the supervisor's HTTP client sockets (or
- * anything else it opened): close everything but what it keeps. */
 static void
 spawn_close_except(const int *keep, int n)
 {
@@ -509,6 +509,9 @@ sup_tick(struct sup *s)
 	unsigned i;
 
 	sup_kill_overdue(s, now);
+	if (s->mode == SUP_RUNNING && s->lame_until_ns &&
+	    now >= s->lame_until_ns)
+		sup_shutdown(s, 0);
 	if (s->mode != SUP_RUNNING)
 		return;
 	for (i = 0; i < s->nslots; i++)
@@ -624,8 +627,8 @@ sup_reload(struct sup *s)
 	struct cfg nc;
 	unsigned i;
 
-	if (s->mode != SUP_RUNNING)
-		return;
+	if (s->mode != SUP_RUNNING || s->lame_until_ns)
+		return; /* a stop has begun */
 	if (cfg_load(&nc, s->argc, s->argv, &action, err, sizeof(err)) == -1) {
 		log_error("reload failed, keeping the running configuration: "
 		          "%s",
@@ -666,6 +669,29 @@ sup_scale(struct sup *s, int delta)
 	}
 }
 
+/*
+ * TERM/INT with --shutdown-delay: the lame duck.  Everything keeps serving
+ * and accepting; only /healthz says 503, so that load balancers and
+ * Kubernetes take the instance out before it stops accepting.  sup_tick
+ * starts the drain when the delay is over; a second TERM/INT starts it at
+ * once (an operator who insists), QUIT ends everything at once.
+ */
+static int
+sup_lame_duck(struct sup *s)
+{
+	if (s->lame_until_ns == 0) {
+		s->lame_until_ns = ctr_clock_ns() + s->cfg.shutdown_delay * NS;
+		log_info("shutting down: lame duck for %us (/healthz 503, "
+		         "still "
+		         "accepting), then draining",
+		    s->cfg.shutdown_delay);
+		return 1;
+	}
+	if (ctr_clock_ns() < s->lame_until_ns)
+		log_info("second stop signal: lame duck cut short");
+	return 0;
+}
+
 /* TERM/INT drain (workers finish their connections up to the drain
  * timeout), QUIT kills at once.  The supervisor closes its copies of the
  * service sockets so that, once the workers close theirs, new clients are
@@ -679,6 +705,8 @@ sup_shutdown(struct sup *s, int immediate)
 		s->mode = SUP_QUITTING;
 		log_info("quit: stopping every worker now");
 	} else if (s->mode == SUP_RUNNING) {
+		if (s->cfg.shutdown_delay && sup_lame_duck(s))
+			return;
 		s->mode = SUP_STOPPING;
 		log_info("shutting down: draining workers for up to %us",
 		    s->cfg.drain_timeout);

@@ -72,10 +72,11 @@ struct sup {
 	struct evsrc ev;
 	struct MHD_Daemon *mhd;
 	enum sup_mode mode;
-	int announced;       /* the "ready" line was logged */
-	unsigned configured; /* workers wanted now (config, TTIN/TTOU) */
-	unsigned nslots;     /* slots ever used */
-	double last_scrape;  /* seconds the previous render took */
+	uint64_t lame_until_ns; /* TERM with --shutdown-delay: drain then */
+	int announced;          /* the "ready" line was logged */
+	unsigned configured;    /* workers wanted now (config, TTIN/TTOU) */
+	unsigned nslots;        /* slots ever used */
+	double last_scrape;     /* seconds the previous render took */
 	struct sup_slot slot[CFG_MAX_WORKERS];
 	struct sup_proc proc[CTR_MAX_CELLS];
 };

@@ -1,0 +1,162 @@
+"""
+make install / make uninstall (SPEC, "Installing"), into a temporary
+DESTDIR: the layout under PREFIX and SYSCONFDIR, unit files naming the
+installed binary and config and passing `systemd-analyze verify`, a
+logrotate snippet logrotate accepts, a sample config that is never
+overwritten and survives uninstall once edited, and nothing else left
+behind by uninstall.
+"""
+
+import filecmp
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import REPO
+
+MAKE_TIMEOUT = 600  # install builds first if bin/ is out of date
+
+
+def make_env():
+    """The environment for a sub-make: without the MAKEFLAGS of a make
+    that runs this suite (SAN=1 would leak into it)."""
+    env = dict(os.environ)
+    for k in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
+        env.pop(k, None)
+    return env
+
+
+def make(target, destdir, **vars_):
+    argv = ["make", "--no-print-directory", "-C", REPO, target,
+            "DESTDIR=%s" % destdir]
+    argv += ["%s=%s" % kv for kv in sorted(vars_.items())]
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=MAKE_TIMEOUT, env=make_env())
+    assert p.returncode == 0, (argv, p.stdout[-4000:], p.stderr[-4000:])
+    return p.stdout
+
+
+def tree(root):
+    """Every file and symlink under root, as paths relative to it."""
+    out = set()
+    for d, _, files in os.walk(root):
+        for f in files:
+            out.add(os.path.relpath(os.path.join(d, f), root))
+    return out
+
+
+def expected_files(prefix, sysconfdir):
+    p, e = prefix.lstrip("/"), sysconfdir.lstrip("/")
+    files = {
+        p + "/sbin/upperd",
+        p + "/bin/upper",
+        p + "/bin/upper-bench",
+        p + "/share/man/man8/upperd.8",
+        p + "/share/man/man5/upperd.conf.5",
+        p + "/share/man/man1/upper.1",
+        p + "/share/man/man1/upper-bench.1",
+        e + "/upperd/upperd.conf",
+        e + "/logrotate.d/upperd",
+    }
+    for u in os.listdir(os.path.join(REPO, "deploy", "systemd")):
+        files.add(p + "/lib/systemd/system/" + u)
+    for d, _, fs in os.walk(os.path.join(REPO, "dashboards")):
+        for f in fs:
+            rel = os.path.relpath(os.path.join(d, f), REPO)
+            files.add(p + "/share/upperd/" + rel)
+    return files
+
+
+LAYOUTS = [
+    pytest.param({}, "/usr/local", "/etc", id="defaults"),
+    pytest.param({"PREFIX": "/opt/up", "SYSCONFDIR": "/opt/up/etc"},
+                 "/opt/up", "/opt/up/etc", id="prefix-sysconfdir"),
+]
+
+
+@pytest.mark.parametrize("vars_,prefix,sysconfdir", LAYOUTS)
+def test_install_layout_and_uninstall(tmp_path, vars_, prefix, sysconfdir):
+    dest = str(tmp_path / "dest")
+    make("install", dest, **vars_)
+    got = tree(dest)
+    want = expected_files(prefix, sysconfdir)
+    assert got == want, ("missing %s, unexpected %s" %
+                         (sorted(want - got), sorted(got - want)))
+    root = dest + prefix
+    for b in ("sbin/upperd", "bin/upper", "bin/upper-bench"):
+        assert os.access(os.path.join(root, b), os.X_OK), b
+    v = subprocess.run([root + "/sbin/upperd", "--version"],
+                       capture_output=True, text=True, timeout=10)
+    assert v.returncode == 0 and "0." in v.stdout + v.stderr, v
+    conf = dest + sysconfdir + "/upperd/upperd.conf"
+    assert filecmp.cmp(conf, os.path.join(REPO, "deploy", "upperd.conf"),
+                       shallow=False)
+    unit = open(root + "/lib/systemd/system/upperd.service").read()
+    assert re.search(r"^ExecStart=%s/sbin/upperd -c %s/upperd/upperd.conf "
+                     % (re.escape(prefix), re.escape(sysconfdir)), unit,
+                     re.M), unit
+    assert "/usr/sbin" not in unit or prefix == "/usr"
+
+    make("uninstall", dest, **vars_)
+    assert tree(dest) == set(), sorted(tree(dest))
+    assert not os.path.exists(dest + sysconfdir + "/upperd")
+
+
+def test_edited_config_is_kept(tmp_path):
+    """A second install keeps an edited config (and logrotate snippet);
+    uninstall removes everything else and leaves them."""
+    dest = str(tmp_path / "dest")
+    make("install", dest)
+    conf = dest + "/etc/upperd/upperd.conf"
+    rot = dest + "/etc/logrotate.d/upperd"
+    edited = "# mine\nworkers = 3\n"
+    with open(conf, "w") as f:
+        f.write(edited)
+    out = make("install", dest)
+    assert "keeping existing" in out, out
+    assert open(conf).read() == edited
+    make("uninstall", dest)
+    assert tree(dest) == {"etc/upperd/upperd.conf"}, sorted(tree(dest))
+    assert open(conf).read() == edited
+    assert not os.path.exists(rot)
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path):
+    """systemd-analyze verify (no systemd as PID 1 needed) on the units
+    as installed, with the binary's path moved into the DESTDIR (verify
+    wants it to exist) and man: links resolved by the installed pages."""
+    dest = str(tmp_path / "dest")
+    make("install", dest, PREFIX="/usr")
+    unitdir = dest + "/usr/lib/systemd/system"
+    check = tmp_path / "units"
+    check.mkdir()
+    names = sorted(os.listdir(unitdir))
+    assert "upperd.service" in names and "upperd.socket" in names
+    for n in names:
+        text = open(os.path.join(unitdir, n)).read()
+        text = text.replace("/usr/sbin/upperd", dest + "/usr/sbin/upperd")
+        (check / n).write_text(text)
+    env = dict(os.environ, MANPATH=dest + "/usr/share/man")
+    p = subprocess.run(["systemd-analyze", "verify"] +
+                       [str(check / n) for n in names],
+                       capture_output=True, text=True, timeout=120, env=env,
+                       cwd=str(check))
+    # verify exits 0 on a typo it ignores (an unknown Type=), so any
+    # output at all counts as a failure.
+    assert p.returncode == 0 and p.stdout + p.stderr == "", (
+        p.returncode, p.stdout, p.stderr)
+
+
+def test_logrotate_accepts_the_snippet(tmp_path):
+    dest = str(tmp_path / "dest")
+    make("install", dest)
+    snippet = dest + "/etc/logrotate.d/upperd"
+    text = open(snippet).read()
+    assert re.search(r"postrotate.*kill -USR1", text, re.S), text
+    p = subprocess.run(["logrotate", "--debug", "--state",
+                        str(tmp_path / "state"), snippet],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "error" not in (p.stdout + p.stderr).lower(), p.stderr
