@@ -23,7 +23,8 @@ import time
 
 import pytest
 
-from conftest import REPO, free_port, http_get, tcp_roundtrip, wait_until
+from conftest import (BIN_DIR, REPO, free_port, http_get, tcp_roundtrip,
+                      wait_until)
 from test_install import make_env
 
 PKG = "upperd"
@@ -107,9 +108,11 @@ def build_deb(out):
     return debs[0]
 
 
-def version_of_source():
-    with open(os.path.join(REPO, "include", "config.h")) as f:
-        return re.search(r'UPPERD_VERSION "([^"]+)"', f.read()).group(1)
+def version_of_checkout():
+    """What the checkout's upperd reports: debian/changelog must keep
+    up with it."""
+    p = run([os.path.join(BIN_DIR, "upperd"), "--version"], timeout=10)
+    return p.stdout.split()[-1]
 
 
 def start_as_upperd(tcp, stats, log):
@@ -139,8 +142,9 @@ def test_deb_builds_lints_installs_runs_and_purges(tmp_path, clean_machine):
     info = run(["dpkg-deb", "--field", deb, "Package", "Version"],
                timeout=30).stdout
     assert "Package: upperd" in info
-    assert re.search(r"^Version: %s(-|$)" % re.escape(version_of_source()),
-                     info, re.M), info
+    version = version_of_checkout()
+    assert re.search(r"^Version: %s(-|$)" % re.escape(version), info,
+                     re.M), info
     lint = run(["lintian", "--fail-on", "error", deb], timeout=600,
                check=False)
     errors = [ln for ln in lint.stdout.splitlines() if ln.startswith("E:")]
@@ -152,6 +156,8 @@ def test_deb_builds_lints_installs_runs_and_purges(tmp_path, clean_machine):
     conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", PKG],
                     timeout=30).stdout
     assert "/etc/upperd/upperd.conf" in conffiles, conffiles
+    v = run(["/usr/sbin/upperd", "--version"], timeout=10).stdout
+    assert v.split() == ["upperd", version], v
     unit = open("/lib/systemd/system/upperd.service").read()
     assert re.search(r"^ExecStart=/usr/sbin/upperd ", unit, re.M), unit
     assert re.search(r"^User=upperd$", unit, re.M), unit
