@@ -164,10 +164,13 @@ format-check:
 # logrotate snippet are an operator's files once installed: never
 # overwritten, and removed by uninstall only while unedited.  The unit
 # files name the installed binary and config (they ship with /usr/sbin and
-# /etc).  Dashboards and the Prometheus files go to share/upperd/dashboards.
+# /etc).  Each of SHARE_TREES goes to share/upperd/<its last name>: the
+# dashboards, the Prometheus scrape example with its rules and alerts, and
+# the load balancer and Kubernetes examples.
 MAN_PAGES := docs/upper.1 docs/upper-bench.1 docs/upperd.conf.5 docs/upperd.8
 UNITS     := $(wildcard deploy/systemd/*.service deploy/systemd/*.socket)
-DASH_FILES = $(shell find dashboards -type f)
+SHARE_TREES := dashboards deploy/prometheus deploy/haproxy deploy/nginx \
+               deploy/kubernetes
 ETC_FILES := upperd/upperd.conf:deploy/upperd.conf \
              logrotate.d/upperd:deploy/logrotate/upperd
 
@@ -186,9 +189,11 @@ install: all
 	        -e 's|/etc/upperd/|$(SYSCONFDIR)/upperd/|g' $$u \
 	        >$(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}; \
 	    chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}; done
-	@set -e; for f in $(DASH_FILES); do \
-	    install -D -m 644 $$f $(DESTDIR)$(DATADIR)/upperd/$$f; done
-	@echo "install dashboards -> $(DESTDIR)$(DATADIR)/upperd/dashboards"
+	@set -e; for t in $(SHARE_TREES); do \
+	    echo "install $$t -> $(DESTDIR)$(DATADIR)/upperd/$${t##*/}"; \
+	    (cd $$t && find . -type f) | while read -r f; do \
+	        install -D -m 644 $$t/$$f \
+	            $(DESTDIR)$(DATADIR)/upperd/$${t##*/}/$$f; done; done
 	@set -e; for e in $(ETC_FILES); do t=$(DESTDIR)$(SYSCONFDIR)/$${e%%:*}; \
 	    if [ -e $$t ]; then echo "keeping existing $$t"; \
 	    else echo "install $${e#*:} -> $$t"; \

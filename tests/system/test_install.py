@@ -17,6 +17,9 @@ import pytest
 from conftest import REPO
 
 MAKE_TIMEOUT = 600  # install builds first if bin/ is out of date
+# Installed under share/upperd/<last name>.
+SHARE_TREES = ("dashboards", "deploy/prometheus", "deploy/haproxy",
+               "deploy/nginx", "deploy/kubernetes")
 
 
 def make_env():
@@ -62,10 +65,14 @@ def expected_files(prefix, sysconfdir):
     }
     for u in os.listdir(os.path.join(REPO, "deploy", "systemd")):
         files.add(p + "/lib/systemd/system/" + u)
-    for d, _, fs in os.walk(os.path.join(REPO, "dashboards")):
-        for f in fs:
-            rel = os.path.relpath(os.path.join(d, f), REPO)
-            files.add(p + "/share/upperd/" + rel)
+    # dashboards, and the Prometheus scrape example with its rules
+    for tree in SHARE_TREES:
+        top = os.path.join(REPO, tree)
+        for d, _, fs in os.walk(top):
+            for f in fs:
+                rel = os.path.relpath(os.path.join(d, f), top)
+                files.add("%s/share/upperd/%s/%s" %
+                          (p, os.path.basename(tree), rel))
     return files
 
 
@@ -98,6 +105,9 @@ def test_install_layout_and_uninstall(tmp_path, vars_, prefix, sysconfdir):
                      % (re.escape(prefix), re.escape(sysconfdir)), unit,
                      re.M), unit
     assert "/usr/sbin" not in unit or prefix == "/usr"
+    for f in ("prometheus/prometheus.yml", "prometheus/upperd.rules.yml",
+              "prometheus/upperd.alerts.yml", "dashboards/upperd.json"):
+        assert os.path.isfile(root + "/share/upperd/" + f), f
 
     make("uninstall", dest, **vars_)
     assert tree(dest) == set(), sorted(tree(dest))
