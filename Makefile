@@ -78,8 +78,10 @@ $(BIN)/upperd: $(UPPERD_OBJS) | $(BIN)
 $(BIN)/upper: $(OUT)/tools/upper.o $(OUT)/common/net.o | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^
 
-$(BIN)/upper-bench: $(OUT)/tools/upper-bench.o $(OUT)/common/net.o \
-    $(OUT)/workers/upcase.o | $(BIN)
+# The load generator: tools/bench/, one file per job (bench.h lists them).
+BENCH_SRCS := $(wildcard tools/bench/*.c)
+$(BIN)/upper-bench: $(patsubst %.c,$(OUT)/%.o,$(BENCH_SRCS)) \
+    $(OUT)/common/net.o $(OUT)/workers/upcase.o | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ -lunistring -lm
 
 # The benchmark's reference server: a bare epoll echo that ASCII-uppercases.
