@@ -30,15 +30,20 @@ gate_short(size_t n)
 	return n >= GATE_LINE_MAX ? GATE_LONG : GATE_MORE;
 }
 
-/* A non-empty run of chars that ok() accepts, from *i, then one space;
- * GATE_VALID with *i past the space, else the line's verdict. */
+/* A non-empty run of at most max chars that ok() accepts, from *i, then
+ * one space; GATE_VALID with *i past the space, else the line's verdict.
+ * A run past max is malformed at once, not a line too long: a method
+ * longer than any method is not a long URI (RFC 9112 3: 501 or 400). */
 static int
-gate_word(const char *buf, size_t n, size_t *i, int (*ok)(unsigned char))
+gate_word(const char *buf, size_t n, size_t *i, int (*ok)(unsigned char),
+    size_t max)
 {
 	size_t start = *i;
 
-	while (*i < n && ok((unsigned char)buf[*i]))
+	while (*i < n && *i - start <= max && ok((unsigned char)buf[*i]))
 		(*i)++;
+	if (*i - start > max)
+		return GATE_BAD;
 	if (*i == n)
 		return gate_short(n);
 	if (*i == start || buf[(*i)++] != ' ')
@@ -60,8 +65,9 @@ gate_line(const char *buf, size_t n, size_t *end)
 
 	while (i < n && (buf[i] == '\r' || buf[i] == '\n'))
 		i++;
-	if ((v = gate_word(buf, n, &i, gate_tchar)) != GATE_VALID ||
-	    (v = gate_word(buf, n, &i, gate_vchar)) != GATE_VALID)
+	if ((v = gate_word(buf, n, &i, gate_tchar, GATE_METHOD_MAX)) !=
+	        GATE_VALID ||
+	    (v = gate_word(buf, n, &i, gate_vchar, n)) != GATE_VALID)
 		return v; /* method, target */
 	start = i;
 	while (i < n && buf[i] != '\n')

@@ -7,6 +7,8 @@
 #include <stddef.h>
 
 #define GATE_LINE_MAX 8192 /* longest request line accepted */
+/* Longest method accepted: the longest registered one has 17 letters. */
+#define GATE_METHOD_MAX 32
 /* Longest request head (line and headers) accepted: scrapers send a few
  * hundred bytes; libmicrohttpd, within its 32 KiB per connection, takes
  * more, but the gate peeks at the whole head each time a segment comes. */

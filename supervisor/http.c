@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 #include "render.h"
@@ -98,6 +99,24 @@ http_healthz(struct MHD_Connection *conn, struct sup *s)
 	return http_text(conn, 503, reason);
 }
 
+/* The path of a target in absolute form ("http://host:port/metrics"),
+ * which a server must accept (RFC 9112 3.2.2) and libmicrohttpd passes
+ * on as it came; any other target as it is. */
+static const char *
+http_path(const char *url)
+{
+	const char *p;
+
+	if (strncasecmp(url, "http://", 7) == 0)
+		p = url + 7;
+	else if (strncasecmp(url, "https://", 8) == 0)
+		p = url + 8;
+	else
+		return url;
+	p = strchr(p, '/');
+	return p == NULL ? "/" : p;
+}
+
 static enum MHD_Result
 http_handler(void *cls, struct MHD_Connection *conn, const char *url,
     const char *method, const char *version, const char *upload,
@@ -105,10 +124,15 @@ http_handler(void *cls, struct MHD_Connection *conn, const char *url,
 {
 	struct sup *s = cls;
 
-	(void)version;
 	(void)upload;
 	(void)upload_len;
 	(void)req;
+	/* RFC 9112 3.2: an HTTP/1.1 request without Host is a 400. */
+	if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	        MHD_HTTP_HEADER_HOST) == NULL)
+		return http_text(conn, MHD_HTTP_BAD_REQUEST, "no host\n");
+	url = http_path(url);
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
 		return http_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
 		    "method not allowed\n");

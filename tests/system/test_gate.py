@@ -262,3 +262,51 @@ def test_head_size_limit(daemon):
         raw = read_after_close(s)
         s.close()
         assert status_of(raw) == code, (size, raw[:80])
+
+
+def test_http11_without_host_is_400(daemon):
+    """RFC 9112 3.2: an HTTP/1.1 request without Host is a 400 (it got a
+    200); HTTP/1.0 needs none, and a request with one is served."""
+    for req, code in ((b"GET /healthz HTTP/1.1\r\n\r\n", 400),
+                      (b"GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n", 400),
+                      (b"GET /healthz HTTP/1.0\r\n\r\n", 200),
+                      (GOOD, 200)):
+        s = tcp_connect(daemon.stats_port)
+        s.sendall(req)
+        raw = read_after_close(s)
+        s.close()
+        assert status_of(raw) == code, (req, raw[:80])
+
+
+def test_absolute_form_target_is_its_path(daemon):
+    """RFC 9112 3.2.2: a server accepts the absolute form of the target;
+    it got a 404."""
+    host = "127.0.0.1:%d" % daemon.stats_port
+    for target, code, body in (("http://%s/healthz" % host, 200, b"ok"),
+                               ("HTTP://%s/metrics" % host, 200, None),
+                               ("http://%s/nothing" % host, 404, None),
+                               ("http://%s" % host, 200, None)):
+        s = tcp_connect(daemon.stats_port)
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" %
+                  (target.encode(), host.encode()))
+        raw = read_after_close(s)
+        s.close()
+        assert status_of(raw) == code, (target, raw[:80])
+        if body is not None:
+            assert raw.endswith(b"\r\n\r\n" + body), raw[-80:]
+
+
+def test_long_method_is_400_long_target_414_long_head_431(daemon):
+    """A 10,000-byte method is malformed (400), not a long URI (it got a
+    414); a long target stays a 414 and a long head a 431."""
+    for req, code in (
+            (b"G" * 10000 + b" / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"G" * 40 + b" / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+            (head_of(20000), 431)):
+        s = tcp_connect(daemon.stats_port)
+        s.sendall(req)
+        raw = read_after_close(s)
+        s.close()
+        assert status_of(raw) == code, (req[:40], raw[:80])
+    assert daemon.healthz()[0] == 200

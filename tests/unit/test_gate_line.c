@@ -33,6 +33,11 @@ static const struct line_case cases[] = {
 	LINE("\r\nGET /healthz HTTP/1.1\r\n", GATE_VALID),
 	LINE("POST /stats HTTP/1.1\r\n", GATE_VALID), /* 405 is MHD's job */
 	LINE("M-SEARCH * HTTP/1.1\r\n", GATE_VALID),
+	LINE("GET http://127.0.0.1:9120/metrics HTTP/1.1\r\n", GATE_VALID),
+	/* a method of GATE_METHOD_MAX characters, then one too long */
+	LINE("MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM / HTTP/1.1\r\n", GATE_VALID),
+	LINE("MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM / HTTP/1.1\r\n", GATE_BAD),
+	LINE("MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM", GATE_BAD),
 	LINE("GET /stats?x=1&y=%20 HTTP/1.1\r\n", GATE_VALID),
 	LINE("GARBAGE\r\n\r\n", GATE_BAD),
 	LINE("GET\r\n\r\n", GATE_BAD),
@@ -100,6 +105,22 @@ test_too_long(void **state)
 	memcpy(buf, "GET /", 5);
 	assert_int_equal(gate_check(buf, GATE_LINE_MAX - 1), GATE_MORE);
 	assert_int_equal(gate_check(buf, GATE_LINE_MAX), GATE_LONG);
+	free(buf);
+}
+
+/* A method that never ends is malformed (400), not a long target (414):
+ * it was a 414 once the line limit ran out. */
+static void
+test_long_method(void **state)
+{
+	char *buf = malloc(10000);
+
+	(void)state;
+	assert_non_null(buf);
+	memset(buf, 'G', 10000);
+	assert_int_equal(gate_check(buf, GATE_METHOD_MAX), GATE_MORE);
+	assert_int_equal(gate_check(buf, 10000), GATE_BAD);
+	assert_int_equal(gate_head(buf, 10000), GATE_BAD);
 	free(buf);
 }
 
@@ -180,6 +201,7 @@ main(void)
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_prefixes_wait),
 		cmocka_unit_test(test_too_long),
+		cmocka_unit_test(test_long_method),
 		cmocka_unit_test(test_head_table),
 		cmocka_unit_test(test_head_prefixes_wait),
 		cmocka_unit_test(test_head_limits),
