@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -20,65 +21,125 @@
 
 #define SUP_TICK_NS 100000000L
 
+static void
+sup_sig_reap(struct sup *s, int signo)
+{
+	(void)signo;
+	sup_reap(s);
+}
+
+static void
+sup_sig_stop(struct sup *s, int signo)
+{
+	sup_shutdown(s, signo == SIGQUIT);
+}
+
+static void
+sup_sig_reload(struct sup *s, int signo)
+{
+	(void)signo;
+	sup_reload(s);
+}
+
+static void
+sup_sig_scale(struct sup *s, int signo)
+{
+	sup_scale(s, signo == SIGTTIN ? 1 : -1);
+}
+
+static void
+sup_sig_reopen(struct sup *s, int signo)
+{
+	if (s->cfg.log_file[0] != '\0') {
+		if (log_open(s->cfg.log_file) == -1)
+			log_warn("reopen log file %s", s->cfg.log_file);
+		else
+			log_info("log file %s reopened", s->cfg.log_file);
+	}
+	sup_forward(s, signo);
+}
+
+/* A signal with no meaning here: noted once at debug, then ignored, so
+ * that a stray kill (ALRM, WINCH, ...) neither ends nor disturbs the
+ * supervisor, whose default action for most of them is to die. */
+static void
+sup_sig_ignore(struct sup *s, int signo)
+{
+	static uint64_t seen[2]; /* one bit per signal number, up to 127 */
+
+	(void)s;
+	if (signo <= 0 || signo >= 128 ||
+	    (seen[signo / 64] & 1ULL << signo % 64) != 0)
+		return;
+	seen[signo / 64] |= 1ULL << signo % 64;
+	log_debug("signal %d (%s) has no meaning here, ignored", signo,
+	    sigabbrev_np(signo) != NULL ? sigabbrev_np(signo) : "?");
+}
+
+/*
+ * Every signal the supervisor reads from its signalfd, and what it does.
+ * The ones with a meaning are the SPEC's signal table; the rest would
+ * kill (or stop) the process by default, and are taken in only to be
+ * ignored.  Real-time signals are ignored as well (sup_signals_init).
+ * Giving a signal a meaning is changing its line.
+ */
+static const struct sup_sigact {
+	int signo;
+	void (*fn)(struct sup *, int);
+} sup_sigacts[] = {
+	{ SIGCHLD, sup_sig_reap },
+	{ SIGTERM, sup_sig_stop },
+	{ SIGINT, sup_sig_stop },
+	{ SIGQUIT, sup_sig_stop },
+	{ SIGHUP, sup_sig_reload },
+	{ SIGTTIN, sup_sig_scale },
+	{ SIGTTOU, sup_sig_scale },
+	{ SIGUSR1, sup_sig_reopen },
+	{ SIGUSR2, sup_sig_ignore }, /* until binary upgrades exist */
+	{ SIGALRM, sup_sig_ignore },
+	{ SIGVTALRM, sup_sig_ignore },
+	{ SIGPROF, sup_sig_ignore },
+	{ SIGWINCH, sup_sig_ignore },
+	{ SIGPIPE, sup_sig_ignore },
+	{ SIGIO, sup_sig_ignore },
+	{ SIGPWR, sup_sig_ignore },
+	{ SIGSTKFLT, sup_sig_ignore },
+	{ SIGURG, sup_sig_ignore },
+	{ SIGXCPU, sup_sig_ignore },
+	{ SIGXFSZ, sup_sig_ignore },
+	{ SIGTSTP, sup_sig_ignore },
+};
+
+#define SUP_NSIGACTS (sizeof(sup_sigacts) / sizeof(sup_sigacts[0]))
+
 /* Must run before the first fork so children start from a known mask. */
 void
 sup_signals_init(struct sup *s)
 {
 	sigset_t set;
+	size_t i;
+	int rt;
 
-	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGQUIT);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGTTIN);
-	sigaddset(&set, SIGTTOU);
-	sigaddset(&set, SIGUSR1);
+	for (i = 0; i < SUP_NSIGACTS; i++)
+		sigaddset(&set, sup_sigacts[i].signo);
+	for (rt = SIGRTMIN; rt <= SIGRTMAX; rt++)
+		sigaddset(&set, rt);
 	if (evsrc_open(&s->ev, &set, SUP_TICK_NS) == -1)
 		fatal("signalfd, timerfd and epoll for the event loop");
 }
 
 static void
-sup_reopen_log(struct sup *s)
-{
-	if (s->cfg.log_file[0] == '\0')
-		return;
-	if (log_open(s->cfg.log_file) == -1)
-		log_warn("reopen log file %s", s->cfg.log_file);
-	else
-		log_info("log file %s reopened", s->cfg.log_file);
-}
-
-static void
 sup_on_signal(struct sup *s, int signo)
 {
-	switch (signo) {
-	case SIGCHLD:
-		sup_reap(s);
-		break;
-	case SIGTERM:
-	case SIGINT:
-		sup_shutdown(s, 0);
-		break;
-	case SIGQUIT:
-		sup_shutdown(s, 1);
-		break;
-	case SIGHUP:
-		sup_reload(s);
-		break;
-	case SIGTTIN:
-		sup_scale(s, 1);
-		break;
-	case SIGTTOU:
-		sup_scale(s, -1);
-		break;
-	case SIGUSR1:
-		sup_reopen_log(s);
-		sup_forward(s, SIGUSR1);
-		break;
-	}
+	size_t i;
+
+	for (i = 0; i < SUP_NSIGACTS; i++)
+		if (sup_sigacts[i].signo == signo) {
+			sup_sigacts[i].fn(s, signo);
+			return;
+		}
+	sup_sig_ignore(s, signo);
 }
 
 static void

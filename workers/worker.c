@@ -224,6 +224,29 @@ wrk_on_tick(struct wrk *w, pid_t parent)
 		wrk_drain(w); /* orphaned despite PDEATHSIG: stop serving */
 }
 
+/*
+ * Signals a worker ignores: a terminal's ^C or ^Z reaches the whole
+ * process group, and only the supervisor acts on INT, HUP, TTIN, TTOU
+ * (and USR2); the others have no meaning in upperd, and their default
+ * action would end or stop the worker.  TERM, QUIT and USR1 are read
+ * from the signalfd.
+ */
+static const int wrk_ignored[] = { SIGPIPE, SIGINT, SIGHUP, SIGTTIN, SIGTTOU,
+	SIGTSTP, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGWINCH, SIGIO, SIGPWR,
+	SIGSTKFLT, SIGURG, SIGXCPU, SIGXFSZ };
+
+static void
+wrk_ignore_signals(void)
+{
+	size_t i;
+	int rt;
+
+	for (i = 0; i < sizeof(wrk_ignored) / sizeof(wrk_ignored[0]); i++)
+		signal(wrk_ignored[i], SIG_IGN);
+	for (rt = SIGRTMIN; rt <= SIGRTMAX; rt++)
+		signal(rt, SIG_IGN);
+}
+
 static int
 wrk_setup(struct wrk *w)
 {
@@ -231,11 +254,7 @@ wrk_setup(struct wrk *w)
 		.data.u64 = WRK_EV_UDP };
 	sigset_t set;
 
-	signal(SIGPIPE, SIG_IGN);
-	signal(SIGINT, SIG_IGN); /* a terminal's ^C reaches the whole group: */
-	signal(SIGHUP, SIG_IGN); /* only the supervisor acts on these */
-	signal(SIGTTIN, SIG_IGN);
-	signal(SIGTTOU, SIG_IGN);
+	wrk_ignore_signals();
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGQUIT);
