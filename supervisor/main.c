@@ -18,12 +18,10 @@
 
 #include "log.h"
 #include "net.h"
+#include "pidfile.h"
 #include "sup.h"
 
 static struct sup sup;
-/* Only a pid file this process wrote is ours to remove: a second instance
- * that fails to bind must not delete the running one's. */
-static int pid_written;
 
 static void __attribute__((format(printf, 2, 3), noreturn))
 die(int status, const char *fmt, ...)
@@ -40,8 +38,9 @@ die(int status, const char *fmt, ...)
 	if ((size_t)n >= sizeof(line))
 		n = sizeof(line) - 1;
 	fprintf(stderr, "upperd: %.*s\n", n, line);
-	if (pid_written && sup.pid == getpid())
-		unlink(sup.cfg.pid_file);
+	/* only a pid file this process locked is removed (pidfile.c) */
+	if (sup.pid == getpid())
+		(void)pid_remove();
 	exit(status);
 }
 
@@ -63,18 +62,27 @@ open_socket(const char *what, const char *addr, int tcp)
 	return fd;
 }
 
+/* Before binding: a second upperd with the same pid file must name the
+ * running one, not fail on its busy port.  The pid written is final:
+ * upperd does not fork to the background. */
 static void
-write_pid_file(const char *path)
+lock_pid_file(const char *path)
 {
-	FILE *f;
+	pid_t holder;
 
 	if (path[0] == '\0')
 		return;
-	if ((f = fopen(path, "w")) == NULL)
-		die(1, "cannot write pid file %s: %s", path, strerror(errno));
-	pid_written = 1;
-	fprintf(f, "%d\n", (int)getpid());
-	if (fclose(f) != 0)
+	if (pid_lock(path, &holder) == -1) {
+		if (errno == EWOULDBLOCK && holder > 0)
+			die(1,
+			    "already running as pid %d (pid file %s is "
+			    "locked)",
+			    (int)holder, path);
+		if (errno == EWOULDBLOCK)
+			die(1, "already running (pid file %s is locked)", path);
+		die(1, "cannot lock pid file %s: %s", path, strerror(errno));
+	}
+	if (pid_write(getpid()) == -1)
 		die(1, "cannot write pid file %s: %s", path, strerror(errno));
 }
 
@@ -138,12 +146,12 @@ setup(struct sup *s, int argc, char **argv)
 	if ((s->tab = ctr_table_create()) == NULL)
 		die(1, "cannot map the counter table: %s", strerror(errno));
 	raise_fd_limit();
+	lock_pid_file(s->cfg.pid_file);
 	s->tcp_fd = open_socket("tcp", s->cfg.tcp, 1);
 	s->udp_fd = open_socket("udp", s->cfg.udp, 0);
 	s->stats_fd = open_socket("stats", s->cfg.stats, 1);
 	if (s->tcp_fd == -1 && s->udp_fd == -1)
 		die(2, "both --tcp and --udp are off: nothing to serve");
-	write_pid_file(s->cfg.pid_file);
 	drop_privileges(pw);
 }
 
@@ -159,7 +167,7 @@ main(int argc, char **argv)
 	sup_start_workers(&sup);
 	status = sup_loop(&sup);
 	sup_http_stop(&sup);
-	if (sup.cfg.pid_file[0] && unlink(sup.cfg.pid_file) == -1)
+	if (pid_remove() == -1)
 		log_warn("unlink %s", sup.cfg.pid_file);
 	log_info("exiting");
 	return status;

@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-import conftest
 
 from conftest import (COUNTERS, GAUGES, LOG_LINE_RE, REASONS, http_get,
                       is_upperd, pid_alive, port_is_free, proc_status,
@@ -236,21 +235,6 @@ def test_pid_file(upperd, tmp_path):
     d = upperd(pid_file=str(pf))
     assert pf.read_text().strip() == str(d.pid)
     assert pf.read_text() in (str(d.pid), "%d\n" % d.pid)
-    assert d.stop(signal.SIGTERM, 10) == 0
-    assert not pf.exists()
-
-
-def test_pid_file_kept_when_a_second_instance_fails(upperd, tmp_path):
-    """A second upperd given the same pid file and port exits 1 on the
-    busy port without removing the running instance's pid file."""
-    pf = tmp_path / "upperd.pid"
-    d = upperd(pid_file=str(pf))
-    r = conftest.run_expect_exit(["--tcp", "127.0.0.1:%d" % d.tcp_port,
-                                  "--udp", "off", "--stats", "off",
-                                  "--pid-file", str(pf)])
-    assert r.returncode == 1, r
-    assert "127.0.0.1:%d" % d.tcp_port in r.stderr, r.stderr
-    assert pf.read_text() == "%d\n" % d.pid
     assert d.stop(signal.SIGTERM, 10) == 0
     assert not pf.exists()
 
