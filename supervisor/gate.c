@@ -13,16 +13,23 @@
  * complete within GATE_TIMEOUT_S of its accept gets a 408.
  *
  * A new connection is looked at as soon as it is accepted: its request is
- * usually there already, and it goes on without holding a slot.  Only the
- * slow ones wait in the table, and when it is full of clients that have
- * not waited long, the rest stay in the kernel's backlog.
+ * usually there already, and it goes on without waiting.  The slow ones
+ * wait, and a waiter costs its fd, a few dozen bytes and a place in a
+ * list ordered by deadline (every waiter gets the same time, so the list
+ * is in accept order and expiry looks only at its head), so thousands of
+ * idle or trickling clients cost nothing while a scrape goes by them.
+ * Waiters are bounded by the fd limit: past GATE_FD_SPARE fds from it,
+ * or when accept4 finds none left, the oldest waiter is shed with a 503.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -31,24 +38,34 @@
 #include "log.h"
 #include "sup.h"
 
-#define GATE_MAX 64 /* connections waiting for their head */
 #define GATE_TIMEOUT_S 10
-#define GATE_EVICT_NS 1000000000ULL /* a waiter this old may be evicted */
 #define GATE_BATCH 32  /* accepts per wakeup: libmicrohttpd runs between */
 #define GATE_GONE (-1) /* verdict: the client closed or failed */
+/* fds left to libmicrohttpd's connections (HTTP_CONN_LIMIT) and the rest
+ * of the supervisor when waiters are bounded by the fd limit */
+#define GATE_FD_SPARE 320
+#define GATE_MIN_WAITERS 64
+#define GATE_CHUNK 256 /* waiters allocated at a time */
 
+/* A connection waiting for its head.  Structs are never freed, only put
+ * back on gate_free_list: an epoll event later in the same batch may
+ * still point at one that was just shed or expired, and then finds it
+ * with fd -1 (or reused by a new waiter, a harmless extra look). */
 struct gate_conn {
+	struct gate_conn *prev, *next;
 	int fd; /* -1: free */
-	uint64_t accepted_ns;
+	uint64_t deadline_ns;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 };
 
-static struct gate_conn gates[GATE_MAX];
+/* Waiters, oldest (earliest deadline) first. */
+static struct gate_conn *gate_oldest, *gate_newest, *gate_free_list;
+static unsigned gate_count;
 /* The listener is out of the epoll set: out of fds (it stays readable,
- * and would wake the loop in a spin) or no slot to give.  It comes back
- * on the next tick or when a slot frees.  Out of fds is warned once until
- * an accept succeeds again. */
+ * and would wake the loop in a spin) with no waiter to shed.  It comes
+ * back on the next tick or when a waiter leaves.  Out of fds is warned
+ * once until an accept succeeds again. */
 static int gate_paused, gate_warned;
 
 static const char gate_400[] =
@@ -111,52 +128,88 @@ gate_pause(struct sup *s)
 		gate_paused = 1;
 }
 
-/* Take a waiter out of the table (its fd is closed or handed on). */
-static void
-gate_free(struct sup *s, struct gate_conn *g)
+/* Most waiters the fd limit leaves room for (it may change at run time:
+ * prlimit). */
+static unsigned
+gate_max(void)
 {
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY)
+		return UINT_MAX;
+	if (rl.rlim_cur < GATE_FD_SPARE + GATE_MIN_WAITERS)
+		return GATE_MIN_WAITERS;
+	if (rl.rlim_cur - GATE_FD_SPARE > UINT_MAX)
+		return UINT_MAX;
+	return (unsigned)(rl.rlim_cur - GATE_FD_SPARE);
+}
+
+/* A struct for a new waiter, or NULL (out of memory). */
+static struct gate_conn *
+gate_alloc(void)
+{
+	struct gate_conn *g;
+	int i;
+
+	if (gate_free_list == NULL) {
+		if ((g = calloc(GATE_CHUNK, sizeof(*g))) == NULL)
+			return NULL;
+		for (i = 0; i < GATE_CHUNK; i++) {
+			g[i].fd = -1;
+			g[i].next = gate_free_list;
+			gate_free_list = &g[i];
+		}
+	}
+	g = gate_free_list;
+	gate_free_list = g->next;
+	return g;
+}
+
+/* Take a waiter out of the list (its fd is closed or handed on). */
+static void
+gate_unlink(struct sup *s, struct gate_conn *g)
+{
+	epoll_ctl(s->ev.ep, EPOLL_CTL_DEL, g->fd, NULL);
+	if (g->prev != NULL)
+		g->prev->next = g->next;
+	else
+		gate_oldest = g->next;
+	if (g->next != NULL)
+		g->next->prev = g->prev;
+	else
+		gate_newest = g->prev;
 	g->fd = -1;
+	g->prev = NULL;
+	g->next = gate_free_list;
+	gate_free_list = g;
+	gate_count--;
 	gate_resume(s);
 }
 
 static void
 gate_drop(struct sup *s, struct gate_conn *g, const char *reply, size_t len)
 {
-	epoll_ctl(s->ev.ep, EPOLL_CTL_DEL, g->fd, NULL);
-	if (reply != NULL)
-		gate_reply(g->fd, reply, len);
-	else
-		gate_close(g->fd);
-	gate_free(s, g);
+	int fd = g->fd;
+
+	gate_unlink(s, g);
+	gate_reply(fd, reply, len);
 }
 
-/* A slot for the next connection: a free one, else the oldest waiter if
- * it has waited over GATE_EVICT_NS (a client that sends its request at
- * once never does, so a flood of idle connections cannot lock operators
- * out of /stats), else none: then a burst of good clients waits in the
- * backlog instead of evicting each other. */
-static struct gate_conn *
-gate_slot(uint64_t now)
+/* Make room by shedding the oldest waiter; 0 if there was one. */
+static int
+gate_shed(struct sup *s)
 {
-	struct gate_conn *oldest = &gates[0];
-	int i;
-
-	for (i = 0; i < GATE_MAX; i++) {
-		if (gates[i].fd == -1)
-			return &gates[i];
-		if (gates[i].accepted_ns < oldest->accepted_ns)
-			oldest = &gates[i];
-	}
-	return now - oldest->accepted_ns >= GATE_EVICT_NS ? oldest : NULL;
+	if (gate_oldest == NULL)
+		return -1;
+	gate_drop(s, gate_oldest, gate_503, sizeof(gate_503) - 1);
+	return 0;
 }
 
 void
 gate_init(void)
 {
-	int i;
-
-	for (i = 0; i < GATE_MAX; i++)
-		gates[i].fd = -1;
+	gate_oldest = gate_newest = NULL;
+	gate_count = 0;
 }
 
 /* Has the client shut down its side?  Then a request still incomplete
@@ -195,12 +248,13 @@ gate_look(int fd)
  * socket from then on, even one it refuses (at its connection limit, say):
  * a copy of the fd lets that client hear a 503 instead of a reset. */
 static void
-gate_pass(struct sup *s, struct gate_conn *g)
+gate_pass(struct sup *s, int fd, const struct sockaddr_storage *addr,
+    socklen_t addrlen)
 {
-	int keep = fcntl(g->fd, F_DUPFD_CLOEXEC, 0);
+	int keep = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 
-	if (MHD_add_connection(s->mhd, g->fd, (struct sockaddr *)&g->addr,
-	        g->addrlen) == MHD_YES) {
+	if (MHD_add_connection(s->mhd, fd, (const struct sockaddr *)addr,
+	        addrlen) == MHD_YES) {
 		if (keep != -1)
 			close(keep);
 		return;
@@ -212,88 +266,114 @@ gate_pass(struct sup *s, struct gate_conn *g)
 
 /* Act on a verdict other than GATE_MORE; the fd is no longer ours. */
 static void
-gate_settle(struct sup *s, struct gate_conn *g, int verdict)
+gate_settle(struct sup *s, int fd, const struct sockaddr_storage *addr,
+    socklen_t addrlen, int verdict)
 {
 	switch (verdict) {
 	case GATE_BAD:
-		gate_reply(g->fd, gate_400, sizeof(gate_400) - 1);
+		gate_reply(fd, gate_400, sizeof(gate_400) - 1);
 		return;
 	case GATE_LONG:
-		gate_reply(g->fd, gate_414, sizeof(gate_414) - 1);
+		gate_reply(fd, gate_414, sizeof(gate_414) - 1);
 		return;
 	case GATE_HUGE:
-		gate_reply(g->fd, gate_431, sizeof(gate_431) - 1);
+		gate_reply(fd, gate_431, sizeof(gate_431) - 1);
 		return;
 	case GATE_GONE:
-		gate_close(g->fd);
+		gate_close(fd);
 		return;
 	}
-	gate_pass(s, g);
+	gate_pass(s, fd, addr, addrlen);
 }
 
-/* Seat a connection whose request is still coming, evicting the waiter
- * in slot g if there is one.  Its socket is edge-triggered: a request
- * still arriving stays unread (libmicrohttpd reads it), so level-triggered
- * epoll would report it ready at once again until the deadline, a busy
- * loop. */
+/* Seat a connection whose request is still coming at the tail of the
+ * list, shedding the oldest waiter if the fd limit asks for room.  Its
+ * socket is edge-triggered: a request still arriving stays unread
+ * (libmicrohttpd reads it), so level-triggered epoll would report it
+ * ready at once again until the deadline, a busy loop. */
 static void
-gate_seat(struct sup *s, struct gate_conn *g, const struct gate_conn *c)
+gate_seat(struct sup *s, int fd, const struct sockaddr_storage *addr,
+    socklen_t addrlen, uint64_t now)
 {
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET };
+	struct gate_conn *g;
 
-	if (g->fd != -1)
-		gate_drop(s, g, gate_503, sizeof(gate_503) - 1);
-	*g = *c;
-	ev.data.ptr = g;
-	if (epoll_ctl(s->ev.ep, EPOLL_CTL_ADD, g->fd, &ev) == -1) {
-		gate_close(g->fd);
-		g->fd = -1;
+	while (gate_count >= gate_max() && gate_shed(s) == 0)
+		;
+	if ((g = gate_alloc()) == NULL) {
+		gate_reply(fd, gate_503, sizeof(gate_503) - 1);
+		return;
 	}
+	g->fd = fd;
+	g->deadline_ns = now + GATE_TIMEOUT_S * 1000000000ULL;
+	g->addr = *addr;
+	g->addrlen = addrlen;
+	ev.data.ptr = g;
+	if (epoll_ctl(s->ev.ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
+		gate_close(fd);
+		g->fd = -1;
+		g->next = gate_free_list;
+		gate_free_list = g;
+		return;
+	}
+	g->next = NULL;
+	g->prev = gate_newest;
+	if (gate_newest != NULL)
+		gate_newest->next = g;
+	else
+		gate_oldest = g;
+	gate_newest = g;
+	gate_count++;
 }
 
-/* The next connection in the backlog, or -1 (then the caller stops). */
+/* The next connection in the backlog, or -1 (then the caller stops).
+ * Out of fds, the oldest waiter makes room; with none, the listener
+ * pauses until the next tick. */
 static int
-gate_take(struct sup *s, struct gate_conn *c)
+gate_take(struct sup *s, struct sockaddr_storage *addr, socklen_t *addrlen)
 {
-	c->addrlen = sizeof(c->addr);
-	c->fd = accept4(s->stats_fd, (struct sockaddr *)&c->addr, &c->addrlen,
-	    SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (c->fd != -1) {
-		gate_warned = 0;
-		c->accepted_ns = ctr_clock_ns();
-		return 0;
-	}
-	if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-	    errno == ENOMEM) {
+	int fd;
+
+	for (;;) {
+		*addrlen = sizeof(*addr);
+		fd = accept4(s->stats_fd, (struct sockaddr *)addr, addrlen,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd != -1) {
+			gate_warned = 0;
+			return fd;
+		}
+		if (errno != EMFILE && errno != ENFILE && errno != ENOBUFS &&
+		    errno != ENOMEM)
+			break;
+		if (gate_shed(s) == 0)
+			continue;
 		if (!gate_warned)
 			log_warn("accept4 stats, retrying every tick");
 		gate_warned = 1;
 		gate_pause(s);
-	} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+		return -1;
+	}
+	if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
 		log_warn("accept4 stats");
 	return -1;
 }
 
-/* The stats listener is readable: take waiting connections while there
- * is a slot for one that might need it, a batch at a time so that
- * libmicrohttpd answers the ones handed over in between. */
+/* The stats listener is readable: take waiting connections, a batch at
+ * a time so that libmicrohttpd answers the ones handed over in between. */
 void
 gate_accept(struct sup *s)
 {
-	struct gate_conn c, *g;
-	int i, v;
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	int fd, i, v;
 
 	for (i = 0; i < GATE_BATCH; i++) {
-		if ((g = gate_slot(ctr_clock_ns())) == NULL) {
-			gate_pause(s);
+		if ((fd = gate_take(s, &addr, &addrlen)) == -1)
 			return;
-		}
-		if (gate_take(s, &c) == -1)
-			return;
-		if ((v = gate_look(c.fd)) == GATE_MORE)
-			gate_seat(s, g, &c);
+		if ((v = gate_look(fd)) == GATE_MORE)
+			gate_seat(s, fd, &addr, addrlen, ctr_clock_ns());
 		else
-			gate_settle(s, &c, v);
+			gate_settle(s, fd, &addr, addrlen, v);
 	}
 }
 
@@ -301,27 +381,29 @@ void
 gate_event(struct sup *s, void *ptr)
 {
 	struct gate_conn *g = ptr;
-	int v;
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	int fd, v;
 
+	if (g->fd == -1) /* shed or expired earlier in this epoll batch */
+		return;
 	if ((v = gate_look(g->fd)) == GATE_MORE)
 		return;
-	epoll_ctl(s->ev.ep, EPOLL_CTL_DEL, g->fd, NULL);
-	gate_settle(s, g, v);
-	gate_free(s, g);
+	fd = g->fd;
+	addr = g->addr;
+	addrlen = g->addrlen;
+	gate_unlink(s, g);
+	gate_settle(s, fd, &addr, addrlen, v);
 }
 
-/* Called on every supervisor tick: expire silent connections, and put
- * back a paused listener. */
+/* Called on every supervisor tick: expire waiters past their deadline,
+ * oldest first, and put back a paused listener. */
 void
 gate_expire(struct sup *s)
 {
 	uint64_t now = ctr_clock_ns();
-	int i;
 
-	for (i = 0; i < GATE_MAX; i++)
-		if (gates[i].fd != -1 &&
-		    now - gates[i].accepted_ns >=
-		        GATE_TIMEOUT_S * 1000000000ULL)
-			gate_drop(s, &gates[i], gate_408, sizeof(gate_408) - 1);
+	while (gate_oldest != NULL && gate_oldest->deadline_ns <= now)
+		gate_drop(s, gate_oldest, gate_408, sizeof(gate_408) - 1);
 	gate_resume(s);
 }
