@@ -19,6 +19,10 @@ MANDIR  ?= $(DATADIR)/man
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 CC      ?= cc
 PKGS    := libmicrohttpd jansson
+# The version upperd reports (/stats, upperd_build_info, --version), and,
+# for the upgrade test only, another state layout number to stamp.
+VERSION ?= 0.1.0
+STATE_LAYOUT ?=
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wvla -Werror
@@ -68,12 +72,33 @@ DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium \
 DEB_TEST  += haproxy nginx-light libnginx-mod-stream python3-yaml
 
 .PHONY: all run test check unit system asan bench profile deps deps-build format \
-        format-check clean install uninstall deb
+        format-check clean install uninstall deb stamped FORCE
 
 all: $(BIN)/upperd $(BIN)/upper $(BIN)/upper-bench $(BIN)/upper-ref
 
 $(BIN)/upperd: $(UPPERD_OBJS) | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+# The stamps go into supervisor/version.c alone; the stamp file changes
+# (and so version.o is rebuilt) only when VERSION or STATE_LAYOUT does.
+STAMP_DEFS = -DUPPERD_VERSION_STRING='"$(VERSION)"' \
+    $(if $(STATE_LAYOUT),-DUPG_STATE_LAYOUT=$(STATE_LAYOUT))
+$(OUT)/supervisor/version.o: CFLAGS += $(STAMP_DEFS)
+$(OUT)/supervisor/version.o: $(OUT)/version.stamp
+$(OUT)/version.stamp: FORCE
+	@mkdir -p $(OUT); echo "$(VERSION) $(STATE_LAYOUT)" | \
+	    cmp -s - $@ || echo "$(VERSION) $(STATE_LAYOUT)" > $@
+
+# A second upperd with other stamps, linked from this build's objects into
+# STAMP_DIR (the upgrade test's new binary):
+#   make stamped STAMP_DIR=/tmp/x VERSION=0.1.1-test [STATE_LAYOUT=99]
+STAMP_DIR ?= $(OUT)/stamped
+stamped: $(filter-out $(OUT)/supervisor/version.o,$(UPPERD_OBJS))
+	@mkdir -p $(STAMP_DIR)
+	$(CC) $(CFLAGS) $(STAMP_DEFS) $(PKG_CFLAGS) -c \
+	    -o $(STAMP_DIR)/version.o supervisor/version.c
+	$(CC) $(LDFLAGS) -o $(STAMP_DIR)/upperd $^ $(STAMP_DIR)/version.o \
+	    $(PKG_LIBS) $(LDLIBS)
 
 $(BIN)/upper: $(OUT)/tools/upper.o $(OUT)/common/net.o | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^
@@ -233,6 +258,8 @@ uninstall:
 
 clean:
 	rm -rf build bin
+
+FORCE:
 
 -include $(shell find build -name '*.d' 2>/dev/null)
 .SECONDARY:

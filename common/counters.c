@@ -3,8 +3,12 @@
  * metadata array is generated from CTR_COUNTERS so a counter's name is
  * spelled once, in counters.h.
  */
+#include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "counters.h"
 
@@ -16,15 +20,64 @@ const struct ctr_meta ctr_meta[CTR_COUNT] = {
 
 static const double ctr_bounds[CTR_HIST_NBOUNDS] = CTR_HIST_BOUNDS;
 
-/* Anonymous shared memory is zero-filled and survives fork in both
- * directions, which is all a counter table needs. */
-struct ctr_table *
-ctr_table_create(void)
-{
-	void *p = mmap(NULL, sizeof(struct ctr_table), PROT_READ | PROT_WRITE,
-	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+_Static_assert(offsetof(struct ctr_table, cell) == 128,
+    "the table header is one 128-byte line");
 
-	return p == MAP_FAILED ? NULL : p;
+/* A memfd is zero-filled like anonymous memory and survives fork in both
+ * directions; unlike it, it also survives execve (upgrade.c). */
+struct ctr_table *
+ctr_table_create(int *fd)
+{
+	struct ctr_table *t;
+	void *p;
+	int saved;
+
+	if ((*fd = memfd_create("upperd-counters", MFD_CLOEXEC)) == -1)
+		return NULL;
+	if (ftruncate(*fd, (off_t)sizeof(struct ctr_table)) == -1 ||
+	    (p = mmap(NULL, sizeof(struct ctr_table), PROT_READ | PROT_WRITE,
+	         MAP_SHARED, *fd, 0)) == MAP_FAILED) {
+		saved = errno;
+		close(*fd);
+		*fd = -1;
+		errno = saved;
+		return NULL;
+	}
+	t = p;
+	t->magic = CTR_MAGIC;
+	t->layout = CTR_LAYOUT;
+	t->cell_size = sizeof(struct ctr_cell);
+	t->table_size = sizeof(struct ctr_table);
+	return t;
+}
+
+struct ctr_table *
+ctr_table_attach(int fd)
+{
+	const struct ctr_table *t;
+	struct stat st;
+	void *p;
+
+	if (fstat(fd, &st) == -1)
+		return NULL;
+	if ((uint64_t)st.st_size != sizeof(struct ctr_table)) {
+		errno = EPROTO;
+		return NULL;
+	}
+	p = mmap(NULL, sizeof(struct ctr_table), PROT_READ | PROT_WRITE,
+	    MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	t = p;
+	if (t->magic != CTR_MAGIC || t->layout != CTR_LAYOUT ||
+	    t->cell_size != sizeof(struct ctr_cell) ||
+	    t->table_size != sizeof(struct ctr_table) ||
+	    t->ncells_hwm > CTR_MAX_CELLS) {
+		munmap(p, sizeof(struct ctr_table));
+		errno = EPROTO;
+		return NULL;
+	}
+	return p;
 }
 
 /* Workers call this once per closed connection, so a linear scan of eleven

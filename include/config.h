@@ -11,7 +11,10 @@
 #include "log.h"
 #include "upcase.h"
 
-#define UPPERD_VERSION "0.1.0"
+/* The version this binary was built as, stamped by make VERSION=...
+ * into supervisor/version.c alone, so a restamp relinks one object. */
+extern const char upperd_version[];
+#define UPPERD_VERSION upperd_version
 
 #define CFG_MAX_WORKERS 1024
 #define CFG_ADDR_MAX 128

@@ -2,8 +2,12 @@
  * counters.h: the shared-memory counter table, the one contract that crosses
  * the supervisor/worker line at run time.
  *
- * The table is one MAP_SHARED|MAP_ANONYMOUS region made before the first
- * fork: a header, then CTR_MAX_CELLS cells.  A cell belongs to one worker
+ * The table is one MAP_SHARED mapping of a memfd made before the first
+ * fork: a header, then CTR_MAX_CELLS cells.  The memfd (not an anonymous
+ * mapping) lets a binary upgrade (USR2) hand the very same pages to the new
+ * supervisor image, whose old workers go on writing them; the header's
+ * magic, layout number and sizes let that image refuse a table it would
+ * misread.  A cell belongs to one worker
  * *process* (not to a slot): while a slot is being reloaded it has two
  * processes, the new one serving and the old one draining, and each bumps
  * its own cell.  Every traffic field therefore has exactly one writer and is
@@ -107,14 +111,29 @@ struct ctr_cell {
  * still draining after back-to-back reloads. */
 #define CTR_MAX_CELLS 3072
 
+/* Bump CTR_LAYOUT whenever struct ctr_cell or struct ctr_table changes
+ * meaning (a counter added, a field moved): an upgrade between two builds
+ * with different layouts is refused. */
+#define CTR_MAGIC 0x75706374U /* "upct" */
+#define CTR_LAYOUT 1U
+
 struct ctr_table {
 	uint32_t ncells_hwm; /* supervisor-written: cells [0, hwm) were used */
-	uint32_t pad[31];
+	uint32_t magic;      /* CTR_MAGIC */
+	uint32_t layout;     /* CTR_LAYOUT */
+	uint32_t cell_size;  /* sizeof(struct ctr_cell) */
+	uint64_t table_size; /* sizeof(struct ctr_table) */
+	uint32_t pad[26];
 	struct ctr_cell cell[CTR_MAX_CELLS];
 };
 
-/* Map a zeroed table shared with every future child; NULL with errno. */
-struct ctr_table *ctr_table_create(void);
+/* Map a zeroed table, stamped with its header, shared with every future
+ * child; *fd is its memfd (close-on-exec).  NULL with errno. */
+struct ctr_table *ctr_table_create(int *fd);
+
+/* Map the table of memfd fd handed over by an upgrade; NULL when it is not
+ * a table of this layout (errno EPROTO) or cannot be mapped (errno). */
+struct ctr_table *ctr_table_attach(int fd);
 
 /* Single-writer bump: a relaxed load and store, no locked instruction. */
 static inline void

@@ -18,6 +18,7 @@
 #include "evsrc.h"
 #include "log.h"
 #include "sup.h"
+#include "upgrade.h"
 
 #define SUP_TICK_NS 100000000L
 
@@ -59,6 +60,13 @@ sup_sig_reopen(struct sup *s, int signo)
 	sup_forward(s, signo);
 }
 
+static void
+sup_sig_upgrade(struct sup *s, int signo)
+{
+	(void)signo;
+	upg_start(s);
+}
+
 /* A signal with no meaning here: noted once at debug, then ignored, so
  * that a stray kill (ALRM, WINCH, ...) neither ends nor disturbs the
  * supervisor, whose default action for most of them is to die. */
@@ -95,7 +103,7 @@ static const struct sup_sigact {
 	{ SIGTTIN, sup_sig_scale },
 	{ SIGTTOU, sup_sig_scale },
 	{ SIGUSR1, sup_sig_reopen },
-	{ SIGUSR2, sup_sig_ignore }, /* until binary upgrades exist */
+	{ SIGUSR2, sup_sig_upgrade },
 	{ SIGALRM, sup_sig_ignore },
 	{ SIGVTALRM, sup_sig_ignore },
 	{ SIGPROF, sup_sig_ignore },
@@ -134,6 +142,9 @@ sup_on_signal(struct sup *s, int signo)
 {
 	size_t i;
 
+	/* HUP, TERM, INT and USR2 wait while an upgrade is being tried */
+	if (upg_queue(s, signo))
+		return;
 	for (i = 0; i < SUP_NSIGACTS; i++)
 		if (sup_sigacts[i].signo == signo) {
 			sup_sigacts[i].fn(s, signo);
@@ -159,6 +170,7 @@ sup_read_tick(struct sup *s)
 	if (read(s->ev.tick_fd, &n, sizeof(n)) != sizeof(n))
 		return;
 	sup_tick(s);
+	upg_tick(s);
 	if (s->mhd != NULL)
 		gate_expire(s);
 }
@@ -186,6 +198,8 @@ sup_loop(struct sup *s)
 				sup_read_tick(s);
 			else if (ev[i].data.u64 == SUP_EV_STATS)
 				gate_accept(s);
+			else if (ev[i].data.u64 == SUP_EV_UPGRADE)
+				upg_on_pipe(s);
 			else if (ev[i].data.u64 != SUP_EV_HTTP)
 				gate_event(s, ev[i].data.ptr);
 		}

@@ -20,6 +20,7 @@
 #include "net.h"
 #include "pidfile.h"
 #include "sup.h"
+#include "upgrade.h"
 
 static struct sup sup;
 
@@ -143,7 +144,8 @@ setup(struct sup *s, int argc, char **argv)
 	sup_apply_sched(&s->cfg);
 	s->pid = getpid();
 	s->start_time = sup_epoch();
-	if ((s->tab = ctr_table_create()) == NULL)
+	upg_init(s, argv[0]);
+	if ((s->tab = ctr_table_create(&s->tab_fd)) == NULL)
 		die(1, "cannot map the counter table: %s", strerror(errno));
 	raise_fd_limit();
 	lock_pid_file(s->cfg.pid_file);
@@ -155,16 +157,53 @@ setup(struct sup *s, int argc, char **argv)
 	drop_privileges(pw);
 }
 
+/*
+ * The image a binary upgrade executed (UPG_ENV_FD set): as its probe, try
+ * and exit; in charge, take the old image's state over instead of binding
+ * and forking.  Returns 1 when restored.  The probe already parsed this
+ * config and read this state, so a failure here is a file changed in the
+ * meantime; the workers, tied to this pid, then end with it.
+ */
+static int
+restore(struct sup *s, int argc, char **argv)
+{
+	char err[CFG_ERR_MAX + 64];
+	enum cfg_action action;
+	const char *fd = getenv(UPG_ENV_FD);
+
+	if (fd == NULL)
+		return 0;
+	if (getenv(UPG_ENV_PROBE) != NULL)
+		upg_probe_main(argc, argv);
+	s->argc = argc;
+	s->argv = argv;
+	if (cfg_load(&s->cfg, argc, argv, &action, err, sizeof(err)) == -1)
+		die(2, "upgrade: %s", err);
+	log_setlevel(s->cfg.log_level);
+	if (s->cfg.log_file[0] && log_open(s->cfg.log_file) == -1)
+		die(1, "upgrade: cannot open log file %s: %s", s->cfg.log_file,
+		    strerror(errno));
+	sup_apply_sched(&s->cfg);
+	if (upg_restore(s, atoi(fd), err, sizeof(err)) == -1)
+		die(1, "upgrade: %s", err);
+	pid_written = s->cfg.pid_file[0] != '\0';
+	return 1;
+}
+
 int
 main(int argc, char **argv)
 {
-	int status;
+	int status, restored;
 
-	setup(&sup, argc, argv);
+	if (!(restored = restore(&sup, argc, argv)))
+		setup(&sup, argc, argv);
 	sup_signals_init(&sup);
 	if (sup.stats_fd != -1 && sup_http_start(&sup) == -1)
 		die(1, "cannot start the stats endpoint on %s", sup.cfg.stats);
-	sup_start_workers(&sup);
+	if (restored)
+		upg_resume(&sup);
+	else
+		sup_start_workers(&sup);
 	status = sup_loop(&sup);
 	sup_http_stop(&sup);
 	if (pid_remove() == -1)

@@ -276,6 +276,21 @@ rjson_process(const struct snap_process *p)
 	return o;
 }
 
+/* Binary upgrades (USR2) by result; a failed one left the old binary
+ * serving. */
+static json_t *
+rjson_upgrades(const struct snapshot *s)
+{
+	json_t *o = json_object();
+
+	if (o == NULL || rjson_put(o, "ok", jint(s->upgrades_ok)) ||
+	    rjson_put(o, "failed", jint(s->upgrades_failed))) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
 /*
  * Uptime is a difference of two epoch doubles, whose last bits are noise:
  * rounded to the millisecond it prints as "12.5", not "12.5000002384186".
@@ -311,6 +326,7 @@ rjson_document(const struct snapshot *s)
 	err |= rjson_put(o, "workers_running",
 	    json_integer(s->workers_running));
 	err |= rjson_put(o, "worker_restarts", jint(restarts));
+	err |= rjson_put(o, "upgrades", rjson_upgrades(s));
 	err |= rjson_put(o, "totals", rjson_totals(s));
 	err |= rjson_put(o, "process", rjson_process(&s->proc));
 	err |= rjson_put(o, "scrape_duration_seconds",

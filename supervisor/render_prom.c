@@ -203,6 +203,13 @@ prom_supervisor_families(struct buf *b, const struct snapshot *s)
 	    s->workers_configured);
 	gauge_u64(b, "upperd_workers_running",
 	    "Worker slots whose process is running.", s->workers_running);
+	prom_family(b, "", "upperd_upgrades_total", "", "counter",
+	    "Binary upgrades (USR2) by result; after a failed one the old "
+	    "binary serves on.");
+	bprintf(b, "upperd_upgrades_total{result=\"ok\"} %" PRIu64 "\n",
+	    s->upgrades_ok);
+	bprintf(b, "upperd_upgrades_total{result=\"failed\"} %" PRIu64 "\n",
+	    s->upgrades_failed);
 
 	/* up means "a process of this slot is serving": starting, draining,
 	 * backoff and stopped are all 0, so sum() equals workers_running. */

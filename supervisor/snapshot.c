@@ -145,6 +145,8 @@ sup_snapshot(struct sup *s, struct snapshot *snap)
 	snap->start_time = s->start_time;
 	snap->workers_configured = s->configured;
 	snap->last_scrape_seconds = s->last_scrape;
+	snap->upgrades_ok = s->upg.ok;
+	snap->upgrades_failed = s->upg.failed;
 	snap->nworkers = s->nslots;
 	for (i = 0; i < s->nslots; i++) {
 		snap_fill_slot(s, i, &snap->workers[i]);

@@ -76,6 +76,8 @@ struct snapshot {
 	unsigned workers_configured;
 	unsigned workers_running;
 	double last_scrape_seconds; /* time the previous render took */
+	uint64_t upgrades_ok;       /* binary upgrades (USR2) done */
+	uint64_t upgrades_failed;   /* and refused, the old binary serving on */
 	struct snap_process proc;
 	size_t nworkers; /* slots ever used: configured or stopped */
 	struct snap_worker *workers;

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "net.h"
 #include "sup.h"
+#include "upgrade.h"
 #include "worker.h"
 
 #define NS 1000000000ULL
@@ -336,6 +337,8 @@ sup_reap(struct sup *s)
 	while ((pid = wait4(-1, &status, WNOHANG, &ru)) > 0) {
 		if ((cell = sup_find_cell(s, pid)) >= 0)
 			sup_on_exit(s, cell, status, &ru);
+		else
+			upg_reaped(s, pid, status);
 	}
 }
 
@@ -646,6 +649,22 @@ sup_reload(struct sup *s)
 	for (i = 0; i < nc.workers; i++)
 		sup_reload_slot(s, i);
 	s->configured = nc.workers;
+	s->announced = 0;
+}
+
+/* After a binary upgrade: every serving worker still runs the old binary,
+ * so each is replaced as on a reload (the new one first, then the old one
+ * drains); slots in backoff, failed or retired spawn from the new binary
+ * when their turn comes, with their backoff kept. */
+void
+sup_replace_workers(struct sup *s)
+{
+	unsigned i;
+
+	for (i = 0; i < s->configured; i++)
+		if (s->slot[i].active >= 0 && !s->slot[i].retired &&
+		    !s->slot[i].failed)
+			sup_reload_slot(s, i);
 	s->announced = 0;
 }
 

@@ -61,6 +61,20 @@ struct sup_slot {
 
 enum sup_mode { SUP_RUNNING, SUP_STOPPING, SUP_QUITTING };
 
+/* A binary upgrade (upgrade.c): the probe of the new executable while it
+ * runs, and what carries over the execve. */
+struct sup_upgrade {
+	char exe[CFG_PATH_MAX]; /* the path upperd was started from */
+	pid_t probe;            /* the probe while it runs, else 0 */
+	int pipe_fd;            /* its handshake pipe, -1 none */
+	uint64_t deadline_ns;   /* CLOCK_MONOTONIC: ready by then */
+	int timed_out;          /* the probe was killed at the deadline */
+	char said[128];         /* what the probe wrote on the pipe */
+	size_t nsaid;
+	unsigned queued; /* UPG_Q_* signals waiting for the upgrade */
+	uint64_t ok, failed;
+};
+
 struct sup {
 	struct cfg cfg;
 	int argc;
@@ -68,6 +82,7 @@ struct sup {
 	pid_t pid;
 	double start_time; /* epoch */
 	struct ctr_table *tab;
+	int tab_fd; /* the table's memfd, handed over by an upgrade */
 	int tcp_fd, udp_fd, stats_fd;
 	struct evsrc ev;
 	struct MHD_Daemon *mhd;
@@ -79,6 +94,7 @@ struct sup {
 	double last_scrape;     /* seconds the previous render took */
 	struct sup_slot slot[CFG_MAX_WORKERS];
 	struct sup_proc proc[CTR_MAX_CELLS];
+	struct sup_upgrade upg;
 };
 
 /* Wall-clock seconds, for what /stats shows as epoch times. */
@@ -100,6 +116,7 @@ void sup_start_workers(struct sup *s);
 void sup_reap(struct sup *s);
 void sup_tick(struct sup *s);
 void sup_reload(struct sup *s);
+void sup_replace_workers(struct sup *s);
 void sup_apply_sched(const struct cfg *c);
 void sup_scale(struct sup *s, int delta);
 void sup_shutdown(struct sup *s, int immediate);
@@ -117,8 +134,9 @@ int sup_http_timeout_ms(struct sup *s);
 void sup_http_stop(struct sup *s);
 
 /* epoll tags of the supervisor's loop, after evsrc.h's two */
-#define SUP_EV_HTTP 3  /* libmicrohttpd's own epoll fd */
-#define SUP_EV_STATS 4 /* the stats listener */
+#define SUP_EV_HTTP 3    /* libmicrohttpd's own epoll fd */
+#define SUP_EV_STATS 4   /* the stats listener */
+#define SUP_EV_UPGRADE 5 /* an upgrade probe's handshake pipe */
 
 /* gate.c: request-line check in front of libmicrohttpd */
 void gate_init(void);

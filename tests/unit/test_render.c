@@ -61,6 +61,8 @@ fixture(struct snapshot *s)
 	s->workers_configured = 2;
 	s->workers_running = 2;
 	s->last_scrape_seconds = 0.000125;
+	s->upgrades_ok = 2;
+	s->upgrades_failed = 1;
 	s->proc = (struct snap_process){ .cpu_seconds = 0.37,
 		.rss_bytes = 5242880,
 		.vsize_bytes = 23068672,
@@ -684,6 +686,7 @@ test_prom_families(void **state)
 		{ "upperd_workers_running", "gauge" },
 		{ "upperd_build_info", "gauge" },
 		{ "upperd_start_time_seconds", "gauge" },
+		{ "upperd_upgrades_total", "counter" },
 		{ "upperd_worker_cpu_seconds_total", "counter" },
 		{ "upperd_worker_resident_memory_bytes", "gauge" },
 		{ "upperd_tcp_connection_duration_seconds", "histogram" },
@@ -843,7 +846,8 @@ test_1024_slots(void **state)
 	check_families(out, &f);
 	/* counters + restarts + up + histogram + cpu + rss, per slot */
 	per_slot = CTR_COUNT + SNAP_NREASONS + 1 + (CTR_HIST_NBUCKETS + 2) + 2;
-	assert_int_equal(f.samples, per_slot * BIG_SLOTS + 4 + 1 + 6);
+	/* + supervisor gauges, scrape duration, process_*, upgrades */
+	assert_int_equal(f.samples, per_slot * BIG_SLOTS + 4 + 1 + 6 + 2);
 	assert_int_equal(count_prefix(out, "upperd_udp_errors_total{"),
 	    BIG_SLOTS);
 	assert_non_null(strstr(out, want));
