@@ -145,8 +145,6 @@ setup(struct sup *s, int argc, char **argv)
 	s->pid = getpid();
 	s->start_time = sup_epoch();
 	upg_init(s, argv[0]);
-	if ((s->tab = ctr_table_create(&s->tab_fd)) == NULL)
-		die(1, "cannot map the counter table: %s", strerror(errno));
 	raise_fd_limit();
 	lock_pid_file(s->cfg.pid_file);
 	s->tcp_fd = open_socket("tcp", s->cfg.tcp, 1);
@@ -154,6 +152,10 @@ setup(struct sup *s, int argc, char **argv)
 	s->stats_fd = open_socket("stats", s->cfg.stats, 1);
 	if (s->tcp_fd == -1 && s->udp_fd == -1)
 		die(2, "both --tcp and --udp are off: nothing to serve");
+	/* After the sockets, so a worker's fds stay 0-5 without a gap where
+	 * this one (closed in the worker) was. */
+	if ((s->tab = ctr_table_create(&s->tab_fd)) == NULL)
+		die(1, "cannot map the counter table: %s", strerror(errno));
 	drop_privileges(pw);
 }
 
@@ -186,7 +188,6 @@ restore(struct sup *s, int argc, char **argv)
 	sup_apply_sched(&s->cfg);
 	if (upg_restore(s, atoi(fd), err, sizeof(err)) == -1)
 		die(1, "upgrade: %s", err);
-	pid_written = s->cfg.pid_file[0] != '\0';
 	return 1;
 }
 

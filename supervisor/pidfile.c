@@ -107,6 +107,17 @@ pid_fd(void)
 }
 
 int
+pid_adopt(int fd, const char *path)
+{
+	if (strlen(path) >= sizeof(pid_path) ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) == -1)
+		return -1;
+	pid_lockfd = fd;
+	memcpy(pid_path, path, strlen(path) + 1);
+	return 0;
+}
+
+int
 pid_remove(void)
 {
 	int ret;

@@ -15,6 +15,8 @@ int pid_write(pid_t pid);
 /* The locked file's descriptor (close-on-exec), or -1: whoever re-execs
  * the supervisor passes it on to keep the lock. */
 int pid_fd(void);
+/* After a re-exec: fd (handed over open) is the locked file at path. */
+int pid_adopt(int fd, const char *path);
 /* Remove the file if this process holds its lock, then drop the lock;
  * -1 with errno if the unlink failed (the lock is dropped anyway). */
 int pid_remove(void);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pidfile.h"
 #include "upgrade.h"
 
 #define UPG_ENV_PIPE "UPPERD_UPGRADE_PIPE"
@@ -162,6 +163,12 @@ upg_adopt_fds(struct sup *s, const struct upg_state *st, char *err, size_t len)
 			s->udp_fd = fd;
 		else if (st->fd[i].kind == UPG_FD_STATS)
 			s->stats_fd = fd;
+		else if (st->fd[i].kind == UPG_FD_PIDFILE &&
+		    pid_adopt(fd, st->pid_file) == -1) {
+			snprintf(err, len, "pid file %s handed over: %s",
+			    st->pid_file, strerror(errno));
+			return -1;
+		}
 	}
 	return 0;
 }

@@ -101,20 +101,11 @@ upg_put_slot(struct upg_buf *b, const struct sup_slot *sl)
 	upg_put_f64(b, sl->base_cpu);
 }
 
-/* The fds the new image keeps, with what each is. */
 static void
-upg_put_fds(struct upg_buf *b, const struct sup *s)
+upg_put_fds(struct upg_buf *b, const struct upg_fd *l, unsigned n)
 {
-	struct upg_fd l[UPG_MAX_FDS];
-	uint32_t n = 0, i;
+	unsigned i;
 
-	l[n++] = (struct upg_fd){ UPG_FD_TABLE, s->tab_fd };
-	if (s->tcp_fd != -1)
-		l[n++] = (struct upg_fd){ UPG_FD_TCP, s->tcp_fd };
-	if (s->udp_fd != -1)
-		l[n++] = (struct upg_fd){ UPG_FD_UDP, s->udp_fd };
-	if (s->stats_fd != -1)
-		l[n++] = (struct upg_fd){ UPG_FD_STATS, s->stats_fd };
 	upg_put_u32(b, n);
 	for (i = 0; i < n; i++) {
 		upg_put_u32(b, l[i].kind);
@@ -123,7 +114,8 @@ upg_put_fds(struct upg_buf *b, const struct sup *s)
 }
 
 void *
-upg_encode(const struct sup *s, size_t *len)
+upg_encode(const struct sup *s, const struct upg_fd *fds, unsigned nfds,
+    size_t *len)
 {
 	struct upg_buf b = { 0 };
 	unsigned i, hwm = s->tab->ncells_hwm, nproc = 0;
@@ -160,7 +152,7 @@ upg_encode(const struct sup *s, size_t *len)
 		upg_put_u32(&b, (uint32_t)p->stop);
 		upg_put_u64(&b, p->kill_at_ns);
 	}
-	upg_put_fds(&b, s);
+	upg_put_fds(&b, fds, nfds);
 	upg_put_u32(&b, UPG_END);
 	if (b.oom) {
 		free(b.p);
@@ -311,11 +303,12 @@ upg_get_proc(struct upg_rd *r, struct upg_state *out, unsigned nslots)
 	return UPG_OK;
 }
 
-/* Exactly one table; every fd a plain non-negative number, each once. */
+/* Exactly one table, at most one pid file; every fd a plain non-negative
+ * number, each once. */
 static int
 upg_get_fds(struct upg_rd *r, struct upg_state *out)
 {
-	unsigned i, j, ntab = 0;
+	unsigned i, j, ntab = 0, npid = 0;
 	uint32_t n = upg_get_u32(r);
 
 	if (r->bad)
@@ -328,15 +321,16 @@ upg_get_fds(struct upg_rd *r, struct upg_state *out)
 		if (r->bad)
 			return UPG_E_SHORT;
 		if (out->fd[i].kind < UPG_FD_TABLE ||
-		    out->fd[i].kind > UPG_FD_STATS || out->fd[i].fd < 0)
+		    out->fd[i].kind > UPG_FD_LAST || out->fd[i].fd < 0)
 			return UPG_E_RANGE;
 		ntab += out->fd[i].kind == UPG_FD_TABLE;
+		npid += out->fd[i].kind == UPG_FD_PIDFILE;
 		for (j = 0; j < i; j++)
 			if (out->fd[j].fd == out->fd[i].fd)
 				return UPG_E_RANGE;
 	}
 	out->nfds = n;
-	return ntab == 1 ? UPG_OK : UPG_E_RANGE;
+	return ntab == 1 && npid <= 1 ? UPG_OK : UPG_E_RANGE;
 }
 
 /* A slot's active and next name live processes of that slot, distinct. */

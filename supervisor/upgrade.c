@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pidfile.h"
 #include "upgrade.h"
 
 #define NS 1000000000ULL
@@ -178,17 +179,36 @@ upg_fail(struct sup *s, const char *fmt, ...)
 	upg_replay(s);
 }
 
+unsigned
+upg_fd_list(const struct sup *s, struct upg_fd *l)
+{
+	unsigned n = 0;
+
+	l[n++] = (struct upg_fd){ UPG_FD_TABLE, s->tab_fd };
+	if (s->tcp_fd != -1)
+		l[n++] = (struct upg_fd){ UPG_FD_TCP, s->tcp_fd };
+	if (s->udp_fd != -1)
+		l[n++] = (struct upg_fd){ UPG_FD_UDP, s->udp_fd };
+	if (s->stats_fd != -1)
+		l[n++] = (struct upg_fd){ UPG_FD_STATS, s->stats_fd };
+	if (pid_fd() != -1)
+		l[n++] = (struct upg_fd){ UPG_FD_PIDFILE, pid_fd() };
+	return n;
+}
+
 /* The state as it is now, in a fresh memfd (close-on-exec); -1 with errno
  * set, nothing left open. */
 static int
 upg_state_fd(const struct sup *s)
 {
+	struct upg_fd l[UPG_MAX_FDS];
+	unsigned nfds = upg_fd_list(s, l);
 	size_t len, off = 0;
 	ssize_t n;
 	void *buf;
 	int fd, saved;
 
-	if ((buf = upg_encode(s, &len)) == NULL) {
+	if ((buf = upg_encode(s, l, nfds, &len)) == NULL) {
 		errno = ENOMEM;
 		return -1;
 	}
@@ -385,15 +405,16 @@ upg_quiesce_http(struct sup *s)
 	sup_http_stop(s);
 }
 
-/* The listeners and the table stay open across execve. */
+/* The listeners, the table and the pid file stay open across execve. */
 static int
 upg_keep_fds(struct sup *s, int keep)
 {
-	int fds[4] = { s->tab_fd, s->tcp_fd, s->udp_fd, s->stats_fd }, i;
+	struct upg_fd l[UPG_MAX_FDS];
+	unsigned i, n = upg_fd_list(s, l);
 	int rc = 0;
 
-	for (i = 0; i < 4; i++)
-		if (fds[i] != -1 && upg_set_cloexec(fds[i], !keep) == -1)
+	for (i = 0; i < n; i++)
+		if (upg_set_cloexec(l[i].fd, !keep) == -1)
 			rc = -1;
 	return rc;
 }

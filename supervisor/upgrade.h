@@ -34,7 +34,14 @@ extern const unsigned upg_state_layout;
 #define UPG_Q_USR2 4U
 
 /* What an fd handed over is. */
-enum upg_fd_kind { UPG_FD_TABLE = 1, UPG_FD_TCP, UPG_FD_UDP, UPG_FD_STATS };
+enum upg_fd_kind {
+	UPG_FD_TABLE = 1,
+	UPG_FD_TCP,
+	UPG_FD_UDP,
+	UPG_FD_STATS,
+	UPG_FD_PIDFILE /* the locked pid file: the lock goes with the fd */
+};
+#define UPG_FD_LAST UPG_FD_PIDFILE
 #define UPG_MAX_FDS 64
 
 struct upg_fd {
@@ -69,9 +76,12 @@ enum upg_err {
 	UPG_E_TRAIL = -6   /* bytes after the end */
 };
 
-/* Serialize s (and the fds it must keep) into a malloc'd buffer; NULL when
- * out of memory. */
-void *upg_encode(const struct sup *s, size_t *len);
+/* The fds the new image keeps, each with its kind; returns how many. */
+unsigned upg_fd_list(const struct sup *s, struct upg_fd *l);
+/* Serialize s and the fds it hands over into a malloc'd buffer; NULL
+ * when out of memory. */
+void *upg_encode(const struct sup *s, const struct upg_fd *fds, unsigned nfds,
+    size_t *len);
 /* Parse buf, any bytes at all, into out: UPG_OK or an enum upg_err.  Pure:
  * no I/O, no allocation, nothing but out written. */
 int upg_decode(const void *buf, size_t len, struct upg_state *out);
