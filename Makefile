@@ -49,7 +49,7 @@ WRK_SRCS := $(wildcard workers/*.c)
 UPPERD_OBJS := $(patsubst %.c,$(OUT)/%.o,$(COM_SRCS) $(SUP_SRCS) \
     $(WRK_SRCS))
 
-UNIT_TESTS := upcase render config backoff gate_line
+UNIT_TESTS := upcase render config backoff gate_line upg_state
 UNIT_BINS  := $(patsubst %,$(BIN)/test_%,$(UNIT_TESTS))
 
 # Each unit test links only the module it tests.
@@ -60,6 +60,7 @@ TEST_render_OBJS  := supervisor/render_json.o supervisor/render_prom.o \
 TEST_config_OBJS  := supervisor/config.o common/net.o
 TEST_backoff_OBJS := supervisor/backoff.o
 TEST_gate_line_OBJS := supervisor/gate_line.o
+TEST_upg_state_OBJS := supervisor/upg_state.o supervisor/version.o
 
 PYTHON ?= /usr/bin/python3
 # What building needs (make run), and what the tests need on top (make test).
