@@ -18,6 +18,7 @@ extern const char upperd_version[];
 
 #define CFG_MAX_WORKERS 1024
 #define CFG_ADDR_MAX 128
+#define CFG_MAX_ADDRS 16 /* per kind: --tcp, --udp */
 #define CFG_PATH_MAX 1024
 #define CFG_ERR_MAX 256
 
@@ -29,9 +30,11 @@ enum cfg_sched { CFG_SCHED_AUTO, CFG_SCHED_BATCH, CFG_SCHED_NORMAL };
 struct cfg {
 	char config[CFG_PATH_MAX]; /* "" = none */
 	unsigned workers;
-	char tcp[CFG_ADDR_MAX]; /* "off" disables */
-	char udp[CFG_ADDR_MAX];
-	char stats[CFG_ADDR_MAX];
+	char tcp[CFG_MAX_ADDRS][CFG_ADDR_MAX]; /* each gets its own socket */
+	unsigned ntcp;                         /* 0: off */
+	char udp[CFG_MAX_ADDRS][CFG_ADDR_MAX];
+	unsigned nudp;
+	char stats[CFG_ADDR_MAX]; /* "off" disables */
 	unsigned max_conns;
 	unsigned idle_timeout;      /* seconds, 0 = never */
 	unsigned drain_timeout;     /* seconds */
@@ -44,10 +47,15 @@ struct cfg {
 	char log_file[CFG_PATH_MAX]; /* "" = stderr */
 	char pid_file[CFG_PATH_MAX];
 	char user[64];
+	/* The next --tcp/--udp value starts its list afresh instead of
+	 * adding to it: set by cfg_defaults and again before the command
+	 * line, so each source replaces the lists it names (config.c). */
+	unsigned char tcp_fresh, udp_fresh;
 };
 
-/* What the command line asked for besides settings. */
-enum cfg_action { CFG_RUN, CFG_HELP, CFG_VERSION };
+/* What the command line asked for besides settings; CFG_CHECK
+ * (--check-config) comes with the settings fully loaded. */
+enum cfg_action { CFG_RUN, CFG_HELP, CFG_VERSION, CFG_CHECK };
 
 /* Fill c with the built-in defaults. */
 void cfg_defaults(struct cfg *c);
@@ -66,6 +74,11 @@ int cfg_set(struct cfg *c, const char *key, const char *value, char *err,
 
 /* Parse a config file's text into c; -1 + err naming file and line. */
 int cfg_parse_file(struct cfg *c, const char *path, char *err, size_t errlen);
+
+/* Write a --tcp/--udp list as the user would ("a,b", or "off" when n is 0)
+ * into buf; for log lines and tests. */
+void cfg_addrs_text(const char (*list)[CFG_ADDR_MAX], unsigned n, char *buf,
+    size_t len);
 
 /* The --help text. */
 extern const char cfg_usage[];

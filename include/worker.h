@@ -1,7 +1,7 @@
 /*
  * worker.h: the one call that crosses from the supervisor into a freshly
  * forked worker.  Everything a worker needs is inherited: the parsed config,
- * the counter table, the two service sockets and the log fd.
+ * the counter table, the service sockets and the log fd.
  */
 #ifndef UPPERD_WORKER_H
 #define UPPERD_WORKER_H
@@ -16,9 +16,11 @@ struct wrk_args {
 	struct ctr_table *tab;
 	unsigned cell; /* this process's counter cell */
 	unsigned slot; /* worker index: what the logs and metrics call it */
-	int tcp_fd;    /* shared listener, -1 when TCP is off */
-	int udp_fd;    /* shared UDP socket, -1 when UDP is off */
 	pid_t parent;  /* the supervisor, to detect having been orphaned */
+	int tcp_fd[CFG_MAX_ADDRS]; /* shared listeners, one per address */
+	unsigned ntcp;             /* 0 when TCP is off */
+	int udp_fd[CFG_MAX_ADDRS]; /* shared UDP sockets */
+	unsigned nudp;
 };
 
 /* Run a worker until it is told to stop; returns its exit status (0 clean,

@@ -30,6 +30,7 @@ enum cfg_kind {
 	CFG_KIND_UINT,  /* unsigned field, integer in [min, max] */
 	CFG_KIND_ULONG, /* unsigned long field, integer in [min, max] */
 	CFG_KIND_ADDR,  /* "off", IPV4:PORT or [IPV6]:PORT */
+	CFG_KIND_ADDRS, /* a list of ADDR, or "off" alone (--tcp, --udp) */
 	CFG_KIND_STR,   /* a path or name; min is the shortest length */
 	CFG_KIND_CASE,  /* enum upc_mode */
 	CFG_KIND_LEVEL, /* enum log_level */
@@ -60,8 +61,8 @@ struct cfg_opt {
 static const struct cfg_opt cfg_opts[] = {
 	{ "config", 'c', CFG_KIND_STR, CFG_STR(config), 1, 0 },
 	{ "workers", 'w', CFG_KIND_UINT, CFG_NUM(workers), 1, CFG_MAX_WORKERS },
-	{ "tcp", 't', CFG_KIND_ADDR, CFG_STR(tcp), 0, 0 },
-	{ "udp", 'u', CFG_KIND_ADDR, CFG_STR(udp), 0, 0 },
+	{ "tcp", 't', CFG_KIND_ADDRS, CFG_NUM(tcp), 0, 0 },
+	{ "udp", 'u', CFG_KIND_ADDRS, CFG_NUM(udp), 0, 0 },
 	{ "stats", 's', CFG_KIND_ADDR, CFG_STR(stats), 0, 0 },
 	{ "max-conns", 0, CFG_KIND_UINT, CFG_NUM(max_conns), 1, 1000000 },
 	{ "idle-timeout", 0, CFG_KIND_UINT, CFG_NUM(idle_timeout), 0, 86400 },
@@ -84,6 +85,8 @@ static const struct cfg_opt cfg_opts[] = {
 #define CFG_NOPTS CFG_NELEM(cfg_opts)
 /* getopt_long's value for cfg_opts[i] given in its long form. */
 #define CFG_LONG_VAL(i) (256 + (int)(i))
+/* getopt_long's value for --check-config, an action and not a setting. */
+#define CFG_CHECK_VAL 255
 /* '+': stop at the first operand, never permute the caller's argv (it is
  * parsed again on every reload); ':': report a missing value as ':'. */
 #define CFG_OPTSTRING "+:c:w:t:u:s:hV"
@@ -126,9 +129,13 @@ const char cfg_usage[] =
     "                             (default: the number of online CPUs)\n"
     "  -t, --tcp ADDR:PORT        TCP listen address; [IPV6]:PORT for IPv6;"
     "\n"
-    "                             off disables TCP (default: 0.0.0.0:12000)\n"
-    "  -u, --udp ADDR:PORT        UDP address; off disables UDP\n"
+    "                             repeat it or give a comma-separated list "
+    "for\n"
+    "                             several (up to 16); off disables TCP\n"
     "                             (default: 0.0.0.0:12000)\n"
+    "  -u, --udp ADDR:PORT        UDP address, repeatable like --tcp; off "
+    "disables\n"
+    "                             UDP (default: 0.0.0.0:12000)\n"
     "  -s, --stats ADDR:PORT      HTTP /stats, /metrics, /healthz and /;\n"
     "                             off disables it (default: 127.0.0.1:9120)\n"
     "      --max-conns N          concurrent TCP connections per worker, "
@@ -170,6 +177,9 @@ const char cfg_usage[] =
     "                             exit (default: none)\n"
     "      --user NAME            drop privileges to NAME after binding\n"
     "                             (default: none)\n"
+    "      --check-config         read the options and the config file as a "
+    "start\n"
+    "                             would, bind nothing, report and exit\n"
     "  -h, --help                 print this help and exit\n"
     "  -V, --version              print the version and exit\n"
     "\n"
@@ -196,8 +206,10 @@ cfg_defaults(struct cfg *c)
 	if (ncpu > CFG_MAX_WORKERS)
 		ncpu = CFG_MAX_WORKERS;
 	c->workers = (unsigned)ncpu;
-	strcpy(c->tcp, "0.0.0.0:12000");
-	strcpy(c->udp, "0.0.0.0:12000");
+	strcpy(c->tcp[0], "0.0.0.0:12000");
+	strcpy(c->udp[0], "0.0.0.0:12000");
+	c->ntcp = c->nudp = 1;
+	c->tcp_fresh = c->udp_fresh = 1;
 	strcpy(c->stats, "127.0.0.1:9120");
 	c->max_conns = 10000;
 	c->idle_timeout = 300;
@@ -237,6 +249,32 @@ cfg_printable(char *buf, size_t len, const char *s, size_t max)
 		o += 3;
 	}
 	buf[o] = '\0';
+}
+
+/* isspace() without the locale: the file format must not depend on it. */
+static bool
+cfg_is_blank(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' ||
+	    ch == '\v' || ch == '\f';
+}
+
+static char *
+cfg_skip_space(char *p)
+{
+	while (cfg_is_blank(*p))
+		p++;
+	return p;
+}
+
+/* Cut trailing blanks, including the newline and a DOS '\r'. */
+static void
+cfg_trim_end(char *p)
+{
+	size_t n = strlen(p);
+
+	while (n > 0 && cfg_is_blank(p[n - 1]))
+		p[--n] = '\0';
 }
 
 /*
@@ -332,6 +370,107 @@ cfg_check_addr(const char *v, char *why, size_t whylen)
 	return 0;
 }
 
+/* The list, its length and its "fresh" mark that o (--tcp, --udp) names. */
+static void
+cfg_list_of(struct cfg *c, const struct cfg_opt *o, char (**list)[CFG_ADDR_MAX],
+    unsigned **n, unsigned char **fresh)
+{
+	int udp = o->off == offsetof(struct cfg, udp);
+
+	*list = udp ? c->udp : c->tcp;
+	*n = udp ? &c->nudp : &c->ntcp;
+	*fresh = udp ? &c->udp_fresh : &c->tcp_fresh;
+}
+
+/* Add one item of a --tcp/--udp value to list[0..*k); *off tracks an
+ * "off" from the same source, which no address may join.  -1 + why. */
+static int
+cfg_add_item(char (*list)[CFG_ADDR_MAX], unsigned *k, bool *off,
+    const char *item, char *why, size_t whylen)
+{
+	unsigned i;
+
+	if (strcmp(item, "off") == 0 ? *k > 0 : *off) {
+		snprintf(why, whylen, "off cannot be combined with an address");
+		return -1;
+	}
+	if (strcmp(item, "off") == 0) {
+		*off = true;
+		return 0;
+	}
+	if (strlen(item) >= CFG_ADDR_MAX) {
+		snprintf(why, whylen, "an address is at most %d bytes",
+		    CFG_ADDR_MAX - 1);
+		return -1;
+	}
+	if (cfg_check_addr(item, why, whylen) == -1)
+		return -1;
+	for (i = 0; i < *k; i++)
+		if (strcmp(list[i], item) == 0) {
+			snprintf(why, whylen, "an address is listed twice");
+			return -1;
+		}
+	if (*k == CFG_MAX_ADDRS) {
+		snprintf(why, whylen, "at most %d addresses", CFG_MAX_ADDRS);
+		return -1;
+	}
+	strcpy(list[(*k)++], item);
+	return 0;
+}
+
+/*
+ * --tcp/--udp: a comma-separated list, blanks around items ignored.  The
+ * option repeated adds to the list; the first value from a new source
+ * (the file over the defaults, the command line over the file) replaces
+ * it.  All or nothing, like every setting.
+ */
+static int
+cfg_apply_addrs(struct cfg *c, const struct cfg_opt *o, const char *v,
+    char *why, size_t whylen)
+{
+	char tmp[CFG_MAX_ADDRS][CFG_ADDR_MAX], item[CFG_ADDR_MAX + 1];
+	char(*list)[CFG_ADDR_MAX];
+	unsigned *n, k;
+	unsigned char *fresh;
+	const char *p = v;
+	size_t len;
+	bool off;
+
+	cfg_list_of(c, o, &list, &n, &fresh);
+	k = *fresh ? 0 : *n;
+	off = !*fresh && *n == 0;
+	memcpy(tmp, list, sizeof(tmp));
+	for (;;) {
+		while (cfg_is_blank(*p))
+			p++;
+		len = strcspn(p, ",");
+		snprintf(item, sizeof(item), "%.*s", (int)len, p);
+		cfg_trim_end(item);
+		if (cfg_add_item(tmp, &k, &off, item, why, whylen) == -1)
+			return -1;
+		if (p[len] == '\0')
+			break;
+		p += len + 1;
+	}
+	memcpy(list, tmp, sizeof(tmp));
+	*n = k;
+	*fresh = 0;
+	return 0;
+}
+
+void
+cfg_addrs_text(const char (*list)[CFG_ADDR_MAX], unsigned n, char *buf,
+    size_t len)
+{
+	size_t o = 0;
+	unsigned i;
+
+	snprintf(buf, len, "off");
+	for (i = 0; i < n && o < len; i++)
+		o += (size_t)snprintf(buf + o, len - o, "%s%s", i ? "," : "",
+		    list[i]);
+}
+
 /* Store a string setting if it fits and is long enough; -1 + why. */
 static int
 cfg_apply_str(struct cfg *c, const struct cfg_opt *o, const char *v, char *why,
@@ -413,6 +552,8 @@ cfg_apply(struct cfg *c, const struct cfg_opt *o, const char *v, char *why,
 		if (cfg_check_addr(v, why, whylen) == -1)
 			return -1;
 		return cfg_apply_str(c, o, v, why, whylen);
+	case CFG_KIND_ADDRS:
+		return cfg_apply_addrs(c, o, v, why, whylen);
 	case CFG_KIND_STR:
 		return cfg_apply_str(c, o, v, why, whylen);
 	case CFG_KIND_CASE:
@@ -470,32 +611,6 @@ cfg_set(struct cfg *c, const char *key, const char *value, char *err,
 		return -1;
 	}
 	return cfg_set_opt(c, o, value, "--", err, errlen);
-}
-
-/* isspace() without the locale: the file format must not depend on it. */
-static bool
-cfg_is_blank(char ch)
-{
-	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' ||
-	    ch == '\v' || ch == '\f';
-}
-
-static char *
-cfg_skip_space(char *p)
-{
-	while (cfg_is_blank(*p))
-		p++;
-	return p;
-}
-
-/* Cut trailing blanks, including the newline and a DOS '\r'. */
-static void
-cfg_trim_end(char *p)
-{
-	size_t n = strlen(p);
-
-	while (n > 0 && cfg_is_blank(p[n - 1]))
-		p[--n] = '\0';
 }
 
 /*
@@ -668,6 +783,8 @@ cfg_longopts(struct option *lo)
 	for (i = 0; i < CFG_NOPTS; i++)
 		lo[i] = (struct option){ cfg_opts[i].name, required_argument,
 			NULL, CFG_LONG_VAL(i) };
+	lo[i++] = (struct option){ "check-config", no_argument, NULL,
+		CFG_CHECK_VAL };
 	lo[i++] = (struct option){ "help", no_argument, NULL, 'h' };
 	lo[i++] = (struct option){ "version", no_argument, NULL, 'V' };
 	lo[i] = (struct option){ NULL, 0, NULL, 0 };
@@ -737,9 +854,11 @@ cfg_bad_option(char **argv, const struct option *lo, char *err, size_t errlen)
 	const char *arg = optind > 0 ? argv[optind - 1] : "";
 	char ch[2] = { (char)optopt, '\0' }, shown[8];
 
-	if (optopt == 'h' || optopt == 'V') {
+	if (optopt == 'h' || optopt == 'V' || optopt == CFG_CHECK_VAL) {
 		snprintf(err, errlen, "option --%s does not take a value",
-		    optopt == 'h' ? "help" : "version");
+		    optopt == 'h'     ? "help" :
+		        optopt == 'V' ? "version" :
+		                        "check-config");
 		return -1;
 	}
 	if (optopt == 0 && strncmp(arg, "--", 2) == 0)
@@ -758,7 +877,7 @@ static int
 cfg_scan(struct cfg *c, int argc, char **argv, bool apply,
     enum cfg_action *action, char *err, size_t errlen)
 {
-	struct option lo[CFG_NOPTS + 3];
+	struct option lo[CFG_NOPTS + 4];
 	const struct cfg_opt *o;
 	char shown[CFG_SHOWN(CFG_QUOTE_MAX)];
 	int ch;
@@ -770,6 +889,10 @@ cfg_scan(struct cfg *c, int argc, char **argv, bool apply,
 		if (ch == 'h' || ch == 'V') {
 			*action = ch == 'h' ? CFG_HELP : CFG_VERSION;
 			return 0;
+		}
+		if (ch == CFG_CHECK_VAL) {
+			*action = CFG_CHECK;
+			continue;
 		}
 		if (ch == ':')
 			return cfg_missing_value(err, errlen);
@@ -803,11 +926,13 @@ cfg_load(struct cfg *c, int argc, char **argv, enum cfg_action *action,
 	cfg_defaults(&n);
 	if (cfg_scan(&n, argc, argv, false, action, err, errlen) == -1)
 		return -1;
-	if (*action != CFG_RUN)
+	if (*action == CFG_HELP || *action == CFG_VERSION)
 		return 0;
 	if (n.config[0] != '\0' &&
 	    cfg_parse_file(&n, n.config, err, errlen) == -1)
 		return -1;
+	/* A --tcp or --udp on the command line replaces the file's list. */
+	n.tcp_fresh = n.udp_fresh = 1;
 	if (cfg_scan(&n, argc, argv, true, action, err, errlen) == -1)
 		return -1;
 	*c = n;

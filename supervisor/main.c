@@ -63,6 +63,27 @@ open_socket(const char *what, const char *addr, int tcp)
 	return fd;
 }
 
+/* Bind every address of a kind (--tcp, --udp), each its own socket. */
+static void
+open_kind(const char *what, const char (*addrs)[CFG_ADDR_MAX], unsigned n,
+    int tcp, int *fds, unsigned *nfds)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++)
+		fds[(*nfds)++] = open_socket(what, addrs[i], tcp);
+}
+
+static void
+open_sockets(struct sup *s)
+{
+	open_kind("tcp", s->cfg.tcp, s->cfg.ntcp, 1, s->tcp_fd, &s->ntcp);
+	open_kind("udp", s->cfg.udp, s->cfg.nudp, 0, s->udp_fd, &s->nudp);
+	s->stats_fd = open_socket("stats", s->cfg.stats, 1);
+	if (s->ntcp == 0 && s->nudp == 0)
+		die(2, "both --tcp and --udp are off: nothing to serve");
+}
+
 /* Before binding: a second upperd with the same pid file must name the
  * running one, not fail on its busy port.  The pid written is final:
  * upperd does not fork to the background. */
@@ -116,8 +137,14 @@ raise_fd_limit(void)
 	}
 }
 
-static void
-setup(struct sup *s, int argc, char **argv)
+/*
+ * The settings as a start takes them: options, the config file, the user
+ * to run as.  --help, --version and --check-config end here; the check
+ * binds and starts nothing, so it is safe beside a running upperd (the
+ * unit's ExecReload runs it before sending HUP).
+ */
+static struct passwd *
+load_settings(struct sup *s, int argc, char **argv)
 {
 	char err[CFG_ERR_MAX];
 	enum cfg_action action;
@@ -137,6 +164,19 @@ setup(struct sup *s, int argc, char **argv)
 	}
 	if (s->cfg.user[0] && (pw = getpwnam(s->cfg.user)) == NULL)
 		die(2, "unknown user \"%s\" for --user", s->cfg.user);
+	if (action == CFG_CHECK) {
+		fprintf(stderr, "upperd: %s: configuration ok\n",
+		    s->cfg.config[0] ? s->cfg.config : "command line");
+		exit(0);
+	}
+	return pw;
+}
+
+static void
+setup(struct sup *s, int argc, char **argv)
+{
+	struct passwd *pw = load_settings(s, argc, argv);
+
 	log_setlevel(s->cfg.log_level);
 	if (s->cfg.log_file[0] && log_open(s->cfg.log_file) == -1)
 		die(1, "cannot open log file %s: %s", s->cfg.log_file,
@@ -147,11 +187,7 @@ setup(struct sup *s, int argc, char **argv)
 	upg_init(s, argv[0]);
 	raise_fd_limit();
 	lock_pid_file(s->cfg.pid_file);
-	s->tcp_fd = open_socket("tcp", s->cfg.tcp, 1);
-	s->udp_fd = open_socket("udp", s->cfg.udp, 0);
-	s->stats_fd = open_socket("stats", s->cfg.stats, 1);
-	if (s->tcp_fd == -1 && s->udp_fd == -1)
-		die(2, "both --tcp and --udp are off: nothing to serve");
+	open_sockets(s);
 	/* After the sockets, so a worker's fds stay 0-5 without a gap where
 	 * this one (closed in the worker) was. */
 	if ((s->tab = ctr_table_create(&s->tab_fd)) == NULL)

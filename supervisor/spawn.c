@@ -35,14 +35,16 @@ spawn_cmp_fd(const void *a, const void *b)
 	return *(const int *)a - *(const int *)b;
 }
 
-static void
-spawn_close_except(const int *keep, int n)
-{
-	int sorted[16], i, next = 3;
+/* The fds a worker keeps: its sockets and the log. */
+#define SPAWN_KEEP_MAX (2 * CFG_MAX_ADDRS + 1)
 
-	if (n > 16)
-		n = 16;
-	memcpy(sorted, keep, (size_t)n * sizeof(int));
+/* A forked worker must not hold the supervisor's HTTP client sockets (or
+ * anything else it opened): close everything but what it keeps. */
+static void
+spawn_close_except(int *sorted, int n)
+{
+	int i, next = 3;
+
 	qsort(sorted, (size_t)n, sizeof(int), spawn_cmp_fd);
 	for (i = 0; i < n; i++) {
 		if (sorted[i] < next)
@@ -70,14 +72,22 @@ sup_cell_alloc(struct sup *s)
 static void __attribute__((noreturn))
 sup_child(struct sup *s, unsigned slot, int cell)
 {
-	struct wrk_args a = { &s->cfg, s->tab, (unsigned)cell, slot, s->tcp_fd,
-		s->udp_fd, s->pid };
-	int keep[3] = { s->tcp_fd, s->udp_fd, log_fd() };
+	struct wrk_args a = { &s->cfg, s->tab, (unsigned)cell, slot, s->pid,
+		{ 0 }, s->ntcp, { 0 }, s->nudp };
+	int keep[SPAWN_KEEP_MAX], n = 0;
+	unsigned i;
 	sigset_t none;
 
+	memcpy(a.tcp_fd, s->tcp_fd, sizeof(a.tcp_fd));
+	memcpy(a.udp_fd, s->udp_fd, sizeof(a.udp_fd));
+	for (i = 0; i < s->ntcp; i++)
+		keep[n++] = s->tcp_fd[i];
+	for (i = 0; i < s->nudp; i++)
+		keep[n++] = s->udp_fd[i];
+	keep[n++] = log_fd();
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	spawn_close_except(keep, 3);
+	spawn_close_except(keep, n);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != s->pid)
 		_exit(1);
 	_exit(wrk_main(&a));
@@ -480,10 +490,26 @@ sup_kill_overdue(struct sup *s, uint64_t now)
  * reload once every replacement does.  /healthz calls it too, so at start
  * no client sees 200 before the line is written (during a reload the old
  * workers serve, and /healthz says 200 throughout). */
+/* The local names of fds, space-separated, or "off" when n is 0. */
+static void
+sup_names(const int *fds, unsigned n, char *buf, size_t len)
+{
+	size_t o = 0;
+	unsigned i;
+
+	snprintf(buf, len, "off");
+	for (i = 0; i < n && o + 1 < len; i++) {
+		if (i > 0)
+			buf[o++] = ' ';
+		net_local_name(fds[i], buf + o, len - o);
+		o += strlen(buf + o);
+	}
+}
+
 void
 sup_announce(struct sup *s)
 {
-	char tcp[80] = "off", udp[80] = "off", stats[80] = "off";
+	char tcp[400], udp[400], stats[80] = "off";
 	unsigned i;
 
 	if (s->announced || s->mode != SUP_RUNNING)
@@ -493,15 +519,13 @@ sup_announce(struct sup *s)
 		    s->slot[i].next >= 0 || s->slot[i].next_pending)
 			return;
 	s->announced = 1;
-	if (s->tcp_fd != -1)
-		net_local_name(s->tcp_fd, tcp, sizeof(tcp));
-	if (s->udp_fd != -1)
-		net_local_name(s->udp_fd, udp, sizeof(udp));
+	sup_names(s->tcp_fd, s->ntcp, tcp, sizeof(tcp));
+	sup_names(s->udp_fd, s->nudp, udp, sizeof(udp));
 	if (s->stats_fd != -1)
 		net_local_name(s->stats_fd, stats, sizeof(stats));
-	log_info("upperd %s ready: %u workers, tcp %s, udp %s, stats %s%s%s",
-	    UPPERD_VERSION, s->configured, tcp, udp,
-	    s->stats_fd != -1 ? "http://" : "", stats,
+	log_info("upperd %s ready: %u worker%s, tcp %s, udp %s, stats %s%s%s",
+	    UPPERD_VERSION, s->configured, s->configured == 1 ? "" : "s", tcp,
+	    udp, s->stats_fd != -1 ? "http://" : "", stats,
 	    s->stats_fd != -1 ? "/" : "");
 }
 
@@ -554,13 +578,22 @@ sup_enlist(struct sup *s, unsigned i)
 static void
 sup_keep_fixed(const struct cfg *old, struct cfg *nc)
 {
-	if (strcmp(old->tcp, nc->tcp) || strcmp(old->udp, nc->udp) ||
+	char tcp[CFG_MAX_ADDRS * CFG_ADDR_MAX], udp[sizeof(tcp)];
+	char ntcp[sizeof(tcp)], nudp[sizeof(tcp)];
+
+	cfg_addrs_text(old->tcp, old->ntcp, tcp, sizeof(tcp));
+	cfg_addrs_text(old->udp, old->nudp, udp, sizeof(udp));
+	cfg_addrs_text(nc->tcp, nc->ntcp, ntcp, sizeof(ntcp));
+	cfg_addrs_text(nc->udp, nc->nudp, nudp, sizeof(nudp));
+	if (strcmp(tcp, ntcp) || strcmp(udp, nudp) ||
 	    strcmp(old->stats, nc->stats))
 		log_warnx("reload: listening addresses cannot change without "
 		          "a restart, keeping tcp %s udp %s stats %s",
-		    old->tcp, old->udp, old->stats);
+		    tcp, udp, old->stats);
 	memcpy(nc->tcp, old->tcp, sizeof(nc->tcp));
 	memcpy(nc->udp, old->udp, sizeof(nc->udp));
+	nc->ntcp = old->ntcp;
+	nc->nudp = old->nudp;
 	memcpy(nc->stats, old->stats, sizeof(nc->stats));
 	memcpy(nc->user, old->user, sizeof(nc->user));
 	memcpy(nc->pid_file, old->pid_file, sizeof(nc->pid_file));
@@ -731,11 +764,11 @@ sup_shutdown(struct sup *s, int immediate)
 		    s->cfg.drain_timeout);
 	} else
 		return;
-	if (s->tcp_fd != -1)
-		close(s->tcp_fd);
-	if (s->udp_fd != -1)
-		close(s->udp_fd);
-	s->tcp_fd = s->udp_fd = -1;
+	for (i = 0; i < s->ntcp; i++)
+		close(s->tcp_fd[i]);
+	for (i = 0; i < s->nudp; i++)
+		close(s->udp_fd[i]);
+	s->ntcp = s->nudp = 0;
 	for (i = 0; i < hwm; i++) {
 		if (immediate)
 			sup_kill_proc(s, (int)i, SUP_STOP_SHUTDOWN);

@@ -83,7 +83,11 @@ struct sup {
 	double start_time; /* epoch */
 	struct ctr_table *tab;
 	int tab_fd; /* the table's memfd, handed over by an upgrade */
-	int tcp_fd, udp_fd, stats_fd;
+	int tcp_fd[CFG_MAX_ADDRS]; /* one listener per --tcp address */
+	unsigned ntcp;             /* 0: TCP off (or closed at stop) */
+	int udp_fd[CFG_MAX_ADDRS];
+	unsigned nudp;
+	int stats_fd;
 	struct evsrc ev;
 	struct MHD_Daemon *mhd;
 	enum sup_mode mode;

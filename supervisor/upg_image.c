@@ -149,7 +149,8 @@ upg_adopt_fds(struct sup *s, const struct upg_state *st, char *err, size_t len)
 	unsigned i;
 	int fd;
 
-	s->tcp_fd = s->udp_fd = s->stats_fd = -1;
+	s->ntcp = s->nudp = 0;
+	s->stats_fd = -1;
 	for (i = 0; i < st->nfds; i++) {
 		fd = st->fd[i].fd;
 		if (fcntl(fd, F_SETFD, FD_CLOEXEC) == -1) {
@@ -157,10 +158,11 @@ upg_adopt_fds(struct sup *s, const struct upg_state *st, char *err, size_t len)
 			    strerror(errno));
 			return -1;
 		}
-		if (st->fd[i].kind == UPG_FD_TCP)
-			s->tcp_fd = fd;
-		else if (st->fd[i].kind == UPG_FD_UDP)
-			s->udp_fd = fd;
+		if (st->fd[i].kind == UPG_FD_TCP && s->ntcp < CFG_MAX_ADDRS)
+			s->tcp_fd[s->ntcp++] = fd;
+		else if (st->fd[i].kind == UPG_FD_UDP &&
+		    s->nudp < CFG_MAX_ADDRS)
+			s->udp_fd[s->nudp++] = fd;
 		else if (st->fd[i].kind == UPG_FD_STATS)
 			s->stats_fd = fd;
 		else if (st->fd[i].kind == UPG_FD_PIDFILE &&

@@ -182,13 +182,14 @@ upg_fail(struct sup *s, const char *fmt, ...)
 unsigned
 upg_fd_list(const struct sup *s, struct upg_fd *l)
 {
-	unsigned n = 0;
+	unsigned n = 0, i;
 
 	l[n++] = (struct upg_fd){ UPG_FD_TABLE, s->tab_fd };
-	if (s->tcp_fd != -1)
-		l[n++] = (struct upg_fd){ UPG_FD_TCP, s->tcp_fd };
-	if (s->udp_fd != -1)
-		l[n++] = (struct upg_fd){ UPG_FD_UDP, s->udp_fd };
+	/* every address, in order: the new image serves the same list */
+	for (i = 0; i < s->ntcp; i++)
+		l[n++] = (struct upg_fd){ UPG_FD_TCP, s->tcp_fd[i] };
+	for (i = 0; i < s->nudp; i++)
+		l[n++] = (struct upg_fd){ UPG_FD_UDP, s->udp_fd[i] };
 	if (s->stats_fd != -1)
 		l[n++] = (struct upg_fd){ UPG_FD_STATS, s->stats_fd };
 	if (pid_fd() != -1)

@@ -43,6 +43,7 @@ enum upg_fd_kind {
 };
 #define UPG_FD_LAST UPG_FD_PIDFILE
 #define UPG_MAX_FDS 64
+_Static_assert(UPG_MAX_FDS >= 2 * CFG_MAX_ADDRS + 3, "every socket fits");
 
 struct upg_fd {
 	uint32_t kind;

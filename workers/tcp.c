@@ -180,19 +180,20 @@ tcp_accept_pause(struct wrk *w)
 	wrk_listen(w, 0);
 }
 
-/* Accept a batch; stop early when this worker holds more than its share
+/* Accept a batch from listener l; stop early when this worker holds more than its share
  * (another worker takes the rest) or fds run out (tcp_accept_pause). */
 void
-tcp_accept(struct wrk *w)
+tcp_accept(struct wrk *w, unsigned l)
 {
 	int i, fd;
 
-	for (i = 0; i < TCP_ACCEPT_BATCH && w->listening; i++) {
+	for (i = 0; i < TCP_ACCEPT_BATCH && w->listening && l < w->nlfd; i++) {
 		if (!wrk_may_accept(w)) {
 			wrk_listen(w, 0);
 			return;
 		}
-		fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		fd = accept4(w->lfd[l], NULL, NULL,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;

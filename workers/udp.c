@@ -101,13 +101,13 @@ udp_transform(struct wrk *w, struct wrk_udp *u, int n)
 }
 
 static void
-udp_send(struct wrk *w, struct wrk_udp *u, int k)
+udp_send(struct wrk *w, int fd, struct wrk_udp *u, int k)
 {
 	uint64_t bytes = 0, ok = 0;
 	int i, next = 0, r;
 
 	while (next < k) {
-		r = sendmmsg(w->ufd, u->out + next, (unsigned)(k - next), 0);
+		r = sendmmsg(fd, u->out + next, (unsigned)(k - next), 0);
 		if (r > 0) {
 			for (i = next; i < next + r; i++)
 				bytes += u->out[i].msg_len;
@@ -125,17 +125,20 @@ udp_send(struct wrk *w, struct wrk_udp *u, int k)
 	ctr_add(w->cell, CTR_udp_bytes_sent, bytes);
 }
 
+/* Datagrams on UDP socket i, answered from the same socket (so from the
+ * address the client sent to). */
 void
-udp_event(struct wrk *w)
+udp_event(struct wrk *w, unsigned i)
 {
 	struct wrk_udp *u = w->udp;
-	int b, n, k;
+	int b, n, k, fd;
 
-	if (w->ufd == -1) /* closed by a drain earlier in this batch */
+	if (i >= w->nufd) /* closed by a drain earlier in this batch */
 		return;
+	fd = w->ufd[i];
 	for (b = 0; b < UDP_BATCHES_PER_EVENT; b++) {
 		udp_arm(u);
-		n = recvmmsg(w->ufd, u->in, UDP_BATCH, MSG_DONTWAIT, NULL);
+		n = recvmmsg(fd, u->in, UDP_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0) {
 			if (n == -1 && errno != EAGAIN &&
 			    errno != EWOULDBLOCK && errno != EINTR)
@@ -146,7 +149,7 @@ udp_event(struct wrk *w)
 		if (n > 1)
 			w->tick_work++; /* datagrams queued up meanwhile */
 		k = udp_transform(w, u, n);
-		udp_send(w, u, k);
+		udp_send(w, fd, u, k);
 		if (n < UDP_BATCH)
 			return;
 	}

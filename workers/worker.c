@@ -1,6 +1,7 @@
 /*
  * worker.c: a worker process's event loop.  One epoll watches the shared
- * listener, the shared UDP socket, a signalfd (TERM drains, QUIT exits,
+ * listeners, the shared UDP sockets (one of each per --tcp, --udp
+ * address), a signalfd (TERM drains, QUIT exits,
  * USR1 reopens the log) and a timerfd whose ticks write the heartbeat the
  * supervisor checks, expire idle connections and end a drain on time.
  * Connections themselves live in tcp.c, datagrams in udp.c.
@@ -80,18 +81,21 @@ wrk_may_accept(struct wrk *w)
 	return mine <= mean + 1 + mean / 16;
 }
 
+/* Watch every listener, or none: the balancing above is per worker, not
+ * per address. */
 void
 wrk_listen(struct wrk *w, int on)
 {
-	struct epoll_event ev = { .events = EPOLLIN,
-		.data.u64 = WRK_EV_LISTEN };
+	struct epoll_event ev = { .events = EPOLLIN };
+	unsigned i;
 
-	if (w->lfd == -1 || w->listening == on)
+	if (w->nlfd == 0 || w->listening == on)
 		return;
-	if (epoll_ctl(w->ev.ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->lfd,
-	        &ev) == -1) {
-		log_warn("epoll_ctl listener");
-		return;
+	for (i = 0; i < w->nlfd; i++) {
+		ev.data.u64 = WRK_EV_LISTEN + i;
+		if (epoll_ctl(w->ev.ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL,
+		        w->lfd[i], &ev) == -1)
+			log_warn("epoll_ctl listener %u", i);
 	}
 	w->listening = on;
 	__atomic_store_n(&w->cell->listening, (uint32_t)on, __ATOMIC_RELAXED);
@@ -120,6 +124,8 @@ wrk_served(struct wrk *w, uint64_t n)
 static void
 wrk_drain(struct wrk *w)
 {
+	unsigned i;
+
 	if (w->draining)
 		return;
 	/*
@@ -131,14 +137,14 @@ wrk_drain(struct wrk *w)
 	 * listener's), then closed.
 	 */
 	wrk_listen(w, 0);
-	if (w->ufd != -1 &&
-	    epoll_ctl(w->ev.ep, EPOLL_CTL_DEL, w->ufd, NULL) == -1)
-		log_warn("epoll_ctl del UDP socket");
-	if (w->lfd != -1)
-		close(w->lfd);
-	if (w->ufd != -1)
-		close(w->ufd);
-	w->lfd = w->ufd = -1;
+	for (i = 0; i < w->nufd; i++) {
+		if (epoll_ctl(w->ev.ep, EPOLL_CTL_DEL, w->ufd[i], NULL) == -1)
+			log_warn("epoll_ctl del UDP socket");
+		close(w->ufd[i]);
+	}
+	for (i = 0; i < w->nlfd; i++)
+		close(w->lfd[i]);
+	w->nlfd = w->nufd = 0;
 	w->draining = 1;
 	w->drain_deadline_ns = w->now_ns +
 	    (uint64_t)w->cfg->drain_timeout * 1000000000ULL;
@@ -247,11 +253,24 @@ wrk_ignore_signals(void)
 		signal(rt, SIG_IGN);
 }
 
+/* Every UDP socket, each woken in one worker only per datagram batch. */
+static int
+wrk_watch_udp(struct wrk *w)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
+	unsigned i;
+
+	for (i = 0; i < w->nufd; i++) {
+		ev.data.u64 = WRK_EV_UDP + i;
+		if (epoll_ctl(w->ev.ep, EPOLL_CTL_ADD, w->ufd[i], &ev) == -1)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 wrk_setup(struct wrk *w)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE,
-		.data.u64 = WRK_EV_UDP };
 	sigset_t set;
 
 	wrk_ignore_signals();
@@ -260,13 +279,12 @@ wrk_setup(struct wrk *w)
 	sigaddset(&set, SIGQUIT);
 	sigaddset(&set, SIGUSR1);
 	if (evsrc_open(&w->ev, &set, WRK_TICK_NS) == -1 ||
-	    (w->ufd != -1 &&
-	        epoll_ctl(w->ev.ep, EPOLL_CTL_ADD, w->ufd, &ev) == -1))
+	    wrk_watch_udp(w) == -1)
 		return -1;
 	w->inbuf = malloc(WRK_INBUF);
 	w->outbuf = malloc(WRK_OUTBUF);
 	if (w->inbuf == NULL || w->outbuf == NULL ||
-	    (w->ufd != -1 && udp_init(w) == -1))
+	    (w->nufd > 0 && udp_init(w) == -1))
 		return -1;
 	wrk_listen(w, 1);
 	return 0;
@@ -277,13 +295,17 @@ wrk_setup(struct wrk *w)
 static void
 wrk_dispatch(struct wrk *w, const struct epoll_event *ev, int *tick, int *quit)
 {
-	switch (ev->data.u64) {
-	case WRK_EV_LISTEN:
-		tcp_accept(w);
-		break;
-	case WRK_EV_UDP:
-		udp_event(w);
-		break;
+	uint64_t tag = ev->data.u64;
+
+	if (tag >= WRK_EV_LISTEN && tag < WRK_EV_UDP) {
+		tcp_accept(w, (unsigned)(tag - WRK_EV_LISTEN));
+		return;
+	}
+	if (tag >= WRK_EV_UDP && tag < WRK_EV_END) {
+		udp_event(w, (unsigned)(tag - WRK_EV_UDP));
+		return;
+	}
+	switch (tag) {
 	case EVSRC_SIGNAL:
 		if (wrk_on_signal(w) == -1)
 			*quit = 1;
@@ -301,7 +323,7 @@ wrk_dispatch(struct wrk *w, const struct epoll_event *ev, int *tick, int *quit)
 static int
 wrk_timeout(const struct wrk *w)
 {
-	if (w->listening || w->lfd == -1)
+	if (w->listening || w->nlfd == 0)
 		return -1;
 	if (w->now_ns < w->accept_resume_ns)
 		return (
@@ -357,8 +379,10 @@ wrk_main(const struct wrk_args *a)
 	w.tab = a->tab;
 	w.cell = &a->tab->cell[a->cell];
 	w.slot = a->slot;
-	w.lfd = a->tcp_fd;
-	w.ufd = a->udp_fd;
+	memcpy(w.lfd, a->tcp_fd, sizeof(w.lfd));
+	w.nlfd = a->ntcp;
+	memcpy(w.ufd, a->udp_fd, sizeof(w.ufd));
+	w.nufd = a->nudp;
 	w.now_ns = ctr_clock_ns();
 	if (a->cfg->max_requests) {
 		srandom((unsigned)getpid() ^ (unsigned)w.now_ns);

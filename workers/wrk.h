@@ -19,9 +19,12 @@
 #define WRK_INBUF (64 * 1024)
 #define WRK_OUTBUF UPC_OUT_MAX(WRK_INBUF)
 
-/* epoll tags of the non-connection fds (connections use their pointer). */
-#define WRK_EV_LISTEN 3 /* after evsrc.h's two */
-#define WRK_EV_UDP 4
+/* epoll tags of the non-connection fds (connections use their pointer,
+ * never this small): listener i is WRK_EV_LISTEN + i, UDP socket i is
+ * WRK_EV_UDP + i, for i < CFG_MAX_ADDRS. */
+#define WRK_EV_LISTEN 16 /* after evsrc.h's two */
+#define WRK_EV_UDP (WRK_EV_LISTEN + CFG_MAX_ADDRS)
+#define WRK_EV_END (WRK_EV_UDP + CFG_MAX_ADDRS)
 
 /*
  * One TCP connection.  An idle connection owns no buffer: output that the
@@ -54,8 +57,11 @@ struct wrk {
 	struct ctr_cell *cell;
 	unsigned slot;
 	struct evsrc ev;
-	int lfd, ufd;
-	int listening; /* lfd is in the epoll set */
+	int lfd[CFG_MAX_ADDRS]; /* shared listeners (--tcp) */
+	unsigned nlfd;          /* 0: TCP off, or closed by a drain */
+	int ufd[CFG_MAX_ADDRS]; /* shared UDP sockets (--udp) */
+	unsigned nufd;
+	int listening; /* every lfd is in the epoll set */
 	int draining;
 	int recycling; /* past --max-requests: replacement asked for */
 	uint64_t drain_deadline_ns;
@@ -76,14 +82,14 @@ struct wrk {
 };
 
 /* tcp.c */
-void tcp_accept(struct wrk *w);
+void tcp_accept(struct wrk *w, unsigned i);
 void tcp_event(struct wrk *w, struct wconn *c, uint32_t events);
 void tcp_expire_idle(struct wrk *w);
 void tcp_close_all(struct wrk *w);
 
 /* udp.c */
 int udp_init(struct wrk *w);
-void udp_event(struct wrk *w);
+void udp_event(struct wrk *w, unsigned i);
 
 /* worker.c */
 int wrk_may_accept(struct wrk *w);

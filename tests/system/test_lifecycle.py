@@ -1224,7 +1224,7 @@ def test_reload_replacement_startup_failure_is_retried(upperd):
                             r"\(reload\), draining$" % (old, new))
         assert len(swap) == 1 and len(log_matches(log, r"replaced by")) \
             == 1, log
-        ready = after_reload(log, r"ready: (\d+) workers")
+        ready = after_reload(log, r"ready: (\d+) workers?,")
         assert len(ready) == 1 and ready[0][1].group(1) == "1", log
         assert ready[0][0] >= swap[0][0], log
         assert log_matches(log, r"worker 0 pid %d stopped \(exit 0\)" %
@@ -1392,7 +1392,7 @@ def test_active_crash_while_replacement_starts_hands_slot_over(upperd,
         log = d.log()
         assert log_matches(log, r"respawn in|replaced by|hung|not serving"
                            ) == [], log
-        wait_until(lambda: after_reload(d.log(), r"ready: 1 workers"), 2,
+        wait_until(lambda: after_reload(d.log(), r"ready: 1 worker,"), 2,
                    msg="the ready line after the reload")
     finally:
         release(repl)

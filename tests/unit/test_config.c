@@ -102,13 +102,28 @@ online_cpus(void)
 	return n < 1 ? 1 : n > CFG_MAX_WORKERS ? CFG_MAX_WORKERS : (unsigned)n;
 }
 
+/* A --tcp/--udp list as text, "a,b" or "off", into a static buffer. */
+static const char *
+addrs(const char (*list)[CFG_ADDR_MAX], unsigned n)
+{
+	static char buf[4][CFG_MAX_ADDRS * CFG_ADDR_MAX];
+	static unsigned k;
+	char *b = buf[k++ % 4];
+
+	cfg_addrs_text(list, n, b, sizeof(buf[0]));
+	return b;
+}
+
+#define TCP(c) addrs((c).tcp, (c).ntcp)
+#define UDP(c) addrs((c).udp, (c).nudp)
+
 static void
 assert_cfg_equal(const struct cfg *a, const struct cfg *b)
 {
 	assert_string_equal(a->config, b->config);
 	assert_int_equal(a->workers, b->workers);
-	assert_string_equal(a->tcp, b->tcp);
-	assert_string_equal(a->udp, b->udp);
+	assert_string_equal(TCP(*a), TCP(*b));
+	assert_string_equal(UDP(*a), UDP(*b));
 	assert_string_equal(a->stats, b->stats);
 	assert_int_equal(a->max_conns, b->max_conns);
 	assert_int_equal(a->idle_timeout, b->idle_timeout);
@@ -133,8 +148,8 @@ test_defaults(void **state)
 	cfg_defaults(&c);
 	assert_string_equal(c.config, "");
 	assert_int_equal(c.workers, online_cpus());
-	assert_string_equal(c.tcp, "0.0.0.0:12000");
-	assert_string_equal(c.udp, "0.0.0.0:12000");
+	assert_string_equal(TCP(c), "0.0.0.0:12000");
+	assert_string_equal(UDP(c), "0.0.0.0:12000");
 	assert_string_equal(c.stats, "127.0.0.1:9120");
 	assert_int_equal(c.max_conns, 10000);
 	assert_int_equal(c.idle_timeout, 300);
@@ -192,9 +207,9 @@ field_text(const struct cfg *c, const char *key, char *buf, size_t len)
 	else if (strcmp(key, "sched-policy") == 0)
 		snprintf(buf, len, "%s", scheds[c->sched_policy]);
 	else if (strcmp(key, "tcp") == 0)
-		snprintf(buf, len, "%s", c->tcp);
+		snprintf(buf, len, "%s", TCP(*c));
 	else if (strcmp(key, "udp") == 0)
-		snprintf(buf, len, "%s", c->udp);
+		snprintf(buf, len, "%s", UDP(*c));
 	else if (strcmp(key, "stats") == 0)
 		snprintf(buf, len, "%s", c->stats);
 	else if (strcmp(key, "log-file") == 0)
@@ -224,6 +239,9 @@ static const struct {
 	{ "tcp", "off", NULL },
 	{ "udp", "[::ffff:127.0.0.1]:9", NULL },
 	{ "udp", "off", NULL },
+	{ "tcp", "127.0.0.1:1,[::1]:1", NULL },
+	{ "tcp", "127.0.0.1:1, [::1]:1 ,*:2", "127.0.0.1:1,[::1]:1,*:2" },
+	{ "udp", "off,off", "off" },
 	{ "stats", "10.1.2.3:9120", NULL },
 	{ "stats", "off", NULL },
 	{ "max-conns", "1", NULL },
@@ -360,7 +378,13 @@ static const struct {
 	{ "tcp", "1.2.3.4:", "port must be an integer from 0 to 65535" },
 	{ "tcp", "1.2.3.4:-1", "port must be an integer" },
 	{ "tcp", "1.2.3.4:+1", "port must be an integer" },
-	{ "tcp", "1.2.3.4:80 ", "port must be an integer" },
+	{ "tcp", "1.2.3.4:80x", "port must be an integer" },
+	{ "tcp", "1.2.3.4:80,", "expected off, IPV4:PORT or [IPV6]:PORT" },
+	{ "tcp", ",1.2.3.4:80", "expected off, IPV4:PORT or [IPV6]:PORT" },
+	{ "tcp", "off,1.2.3.4:80", "off cannot be combined with an address" },
+	{ "udp", "1.2.3.4:80,off", "off cannot be combined with an address" },
+	{ "tcp", "1.2.3.4:80,1.2.3.4:80", "an address is listed twice" },
+	{ "tcp", "1.2.3.4:80,1.2.3.4:8x", "port must be an integer" },
 	{ "udp", "::1:80", "an IPv6 address needs brackets" },
 	{ "udp", "[::1]80", "expected off, IPV4:PORT or [IPV6]:PORT" },
 	{ "udp", "[::1", "expected off, IPV4:PORT or [IPV6]:PORT" },
@@ -516,15 +540,15 @@ test_short_options(void **state)
 	    0);
 	assert_int_equal(act, CFG_RUN);
 	assert_int_equal(c.workers, 3);
-	assert_string_equal(c.tcp, "127.0.0.1:1");
-	assert_string_equal(c.udp, "off");
+	assert_string_equal(TCP(c), "127.0.0.1:1");
+	assert_string_equal(UDP(c), "off");
 	assert_string_equal(c.stats, "[::1]:2");
 	assert_string_equal(c.config, f);
 	assert_int_equal(c.log_level, LOG_LEVEL_DEBUG);
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-w5", "-uoff", NULL),
 	    0);
 	assert_int_equal(c.workers, 5);
-	assert_string_equal(c.udp, "off");
+	assert_string_equal(UDP(c), "off");
 }
 
 /* GNU long-option abbreviations work when unique, as operators expect. */
@@ -563,10 +587,10 @@ test_precedence(void **state)
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-w", "7", "--config",
 	                     f, "--idle-timeout=11", NULL),
 	    0);
-	assert_int_equal(c.workers, 7);               /* command line wins */
-	assert_int_equal(c.idle_timeout, 11);         /* even after -c */
-	assert_string_equal(c.tcp, "127.0.0.1:7000"); /* file over default */
-	assert_int_equal(c.max_conns, 10000);         /* default kept */
+	assert_int_equal(c.workers, 7);                /* command line wins */
+	assert_int_equal(c.idle_timeout, 11);          /* even after -c */
+	assert_string_equal(TCP(c), "127.0.0.1:7000"); /* file over default */
+	assert_int_equal(c.max_conns, 10000);          /* default kept */
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-c", f, NULL), 0);
 	assert_int_equal(c.workers, 5);
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-c", f, "-w", "2",
@@ -611,13 +635,13 @@ test_file_syntax(void **state)
 	               "udp = off");
 	assert_int_equal(load(&c, &act, err, sizeof(err), "-c", f, NULL), 0);
 	assert_int_equal(c.workers, 3);
-	assert_string_equal(c.tcp, "127.0.0.1:5000");
+	assert_string_equal(TCP(c), "127.0.0.1:5000");
 	assert_string_equal(c.log_file, "/tmp/a #1.log");
 	assert_string_equal(c.pid_file, "/tmp/x#y");
 	assert_int_equal(c.log_level, LOG_LEVEL_DEBUG);
 	assert_int_equal(c.case_mode, UPC_ASCII);
 	assert_string_equal(c.user, "");
-	assert_string_equal(c.udp, "off"); /* last line without newline */
+	assert_string_equal(UDP(c), "off"); /* last line without newline */
 }
 
 /* One bad file line and the exact "path:line: problem" it gives. */
@@ -750,6 +774,83 @@ test_command_line_errors(void **state)
 	                     "-w", "3", NULL),
 	    -1);
 	assert_string_equal(err, "unexpected argument \"extra\"");
+}
+
+/*
+ * Several addresses: the option or key repeated adds, a list adds each
+ * item, and a new source (file over defaults, command line over file)
+ * replaces the whole list; off only alone.
+ */
+static void
+test_addr_lists(void **state)
+{
+	char err[CFG_ERR_MAX], many[20 * 16];
+	enum cfg_action act;
+	struct cfg c;
+	const char *f = write_file("tcp = 127.0.0.1:1\ntcp = 127.0.0.1:2, "
+	                           "[::1]:2\nudp = off\n");
+	size_t o = 0;
+	int i;
+
+	(void)state;
+	assert_int_equal(load(&c, &act, err, sizeof(err), "-c", f, NULL), 0);
+	assert_string_equal(TCP(c), "127.0.0.1:1,127.0.0.1:2,[::1]:2");
+	assert_int_equal(c.ntcp, 3);
+	assert_int_equal(c.nudp, 0);
+	assert_int_equal(load(&c, &act, err, sizeof(err), "-c", f, "-t",
+	                     "127.0.0.1:9", "--udp", "127.0.0.1:8", "-u",
+	                     "[::1]:8", NULL),
+	    0);
+	assert_string_equal(TCP(c), "127.0.0.1:9"); /* replaced, not added */
+	assert_string_equal(UDP(c), "127.0.0.1:8,[::1]:8"); /* off replaced */
+	assert_int_equal(load(&c, &act, err, sizeof(err), "-t", "off", "-t",
+	                     "127.0.0.1:9", NULL),
+	    -1);
+	assert_string_equal(err,
+	    "invalid value \"127.0.0.1:9\" for --tcp: "
+	    "off cannot be combined with an address");
+	assert_int_equal(load(&c, &act, err, sizeof(err), "-u", "127.0.0.1:9",
+	                     "-u", "off", NULL),
+	    -1);
+	assert_contains(err, "off cannot be combined with an address");
+	f = write_file("tcp = 127.0.0.1:1\ntcp = off\n");
+	assert_int_equal(load(&c, &act, err, sizeof(err), "-c", f, NULL), -1);
+	assert_contains(err, ":2: invalid value \"off\" for tcp: off cannot");
+	for (i = 0; i <= CFG_MAX_ADDRS; i++)
+		o += (size_t)snprintf(many + o, sizeof(many) - o,
+		    "%s1.2.3.4:%d", i ? "," : "", i + 1);
+	assert_int_equal(load(&c, &act, err, sizeof(err), "-t", many, NULL),
+	    -1);
+	assert_contains(err, "at most 16 addresses");
+	many[strlen(many) - strlen(",1.2.3.4:17")] = '\0';
+	assert_int_equal(load(&c, &act, err, sizeof(err), "-t", many, NULL), 0);
+	assert_int_equal(c.ntcp, CFG_MAX_ADDRS);
+}
+
+/* --check-config loads everything as a start would, and says so. */
+static void
+test_check_config(void **state)
+{
+	char err[CFG_ERR_MAX];
+	enum cfg_action act;
+	struct cfg c;
+	const char *f = write_file("workers = 3\n");
+
+	(void)state;
+	assert_int_equal(load(&c, &act, err, sizeof(err), "--check-config",
+	                     "-c", f, "-t", "127.0.0.1:1", NULL),
+	    0);
+	assert_int_equal(act, CFG_CHECK);
+	assert_int_equal(c.workers, 3);
+	assert_string_equal(TCP(c), "127.0.0.1:1");
+	assert_int_equal(load(&c, &act, err, sizeof(err), "-c", f,
+	                     "--check-config", "-w", "0", NULL),
+	    -1);
+	assert_contains(err, "invalid value \"0\" for --workers");
+	assert_int_equal(load(&c, &act, err, sizeof(err), "--check-config=1",
+	                     NULL),
+	    -1);
+	assert_string_equal(err, "option --check-config does not take a value");
 }
 
 /* -h and -V win over later arguments and never need valid settings. */
@@ -896,6 +997,8 @@ main(void)
 		cmocka_unit_test(test_file_missing),
 		cmocka_unit_test(test_command_line_errors),
 		cmocka_unit_test(test_help_version),
+		cmocka_unit_test_teardown(test_addr_lists, cleanup),
+		cmocka_unit_test_teardown(test_check_config, cleanup),
 		cmocka_unit_test_teardown(test_repeated_load, cleanup),
 		cmocka_unit_test_teardown(test_failed_load_keeps_settings,
 		    cleanup),
