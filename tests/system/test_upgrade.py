@@ -364,11 +364,13 @@ def test_failed_upgrades_leave_the_old_binary_serving(upperd, exe, builds,
 # --------------------------------------------------------------------------
 # 3. HUP, USR2 and TERM during an upgrade
 
-def slow_probe(exe, target, delay):
-    """A new executable whose probe takes `delay` seconds before it runs
-    the real binary: the window in which the signals arrive."""
-    install_script(exe, '#!/bin/sh\n[ -n "$UPPERD_UPGRADE_PROBE" ] && '
-                   'sleep %s\nexec %s "$@"\n' % (delay, target))
+def gated_probe(exe, target, gate):
+    """A new executable whose probe waits until the file `gate` exists
+    before it runs the real binary: the window in which the signals
+    arrive, held open by the test however slow the machine is."""
+    install_script(exe, '#!/bin/sh\nif [ -n "$UPPERD_UPGRADE_PROBE" ]; then\n'
+                   '  while [ ! -e %s ]; do sleep 0.02; done\nfi\n'
+                   'exec %s "$@"\n' % (gate, target))
 
 
 def wait_log(d, pattern, n):
@@ -385,7 +387,8 @@ def test_signals_during_an_upgrade_wait_for_it(upperd, exe, builds,
 
     # HUP and a second USR2 while the probe runs: the upgrade finishes,
     # then the reload applies (3 workers), then the second upgrade runs
-    slow_probe(exe, builds[NEW_A], 1)
+    gate = tmp_path / "gate1"
+    gated_probe(exe, builds[NEW_A], gate)
     os.kill(d.pid, signal.SIGUSR2)
     wait_log(d, r"^upgrade: trying ", 1)
     cfg.write_text("workers = 3\n")
@@ -393,6 +396,11 @@ def test_signals_during_an_upgrade_wait_for_it(upperd, exe, builds,
     wait_log(d, r"upgrade in progress: HUP waits", 1)
     os.kill(d.pid, signal.SIGUSR2)
     wait_log(d, r"upgrade in progress: USR2 waits", 1)
+    # nothing happened yet: the same workers, no reload
+    doc = get_stats(d.stats_port)
+    assert doc["workers_configured"] == 2 and doc["upgrades"]["ok"] == 0
+    assert {w["pid"] for w in doc["workers"]} == pids
+    gate.write_text("")
     doc = upgraded(d, 2, NEW_A, pids)
     assert doc["workers_configured"] == 3
     assert doc["upgrades"] == {"ok": 2, "failed": 0}
@@ -403,11 +411,14 @@ def test_signals_during_an_upgrade_wait_for_it(upperd, exe, builds,
                      "upgrade: trying", "upgraded from"], log
 
     # TERM during an upgrade: it completes, then the graceful stop
-    slow_probe(exe, builds[NEW_B], 1)
+    gate = tmp_path / "gate2"
+    gated_probe(exe, builds[NEW_B], gate)
     os.kill(d.pid, signal.SIGUSR2)
     wait_log(d, r"^upgrade: trying ", 3)
     os.kill(d.pid, signal.SIGTERM)
     wait_log(d, r"upgrade in progress: TERM waits", 1)
+    assert d.alive() and http_get(d.stats_port, "/healthz")[0] == 200
+    gate.write_text("")
     assert d.wait_exit(30) == 0
     log = d.log()
     order = [m.group(0) for m in log_matches(
