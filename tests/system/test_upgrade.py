@@ -18,6 +18,7 @@ tells the builds apart, plus one stamped with another state layout.
 3. HUP, a second USR2 and TERM during an upgrade wait for it, then act.
 4. SIGKILL of the supervisor during an upgrade leaves no process behind
    holding the ports.
+5. every listening address (--tcp/--udp given twice) carries over.
 """
 
 import os
@@ -34,7 +35,7 @@ import pytest
 import conftest
 from conftest import (BIN_DIR, REPO, UPPERD, free_port, http_get, pid_alive,
                       port_is_free, run_expect_exit, tcp_roundtrip,
-                      wait_until)
+                      udp_roundtrip, wait_until)
 from lifecycle_load import (Load, StatsSampler, get_stats, log_matches,
                             pid_gone, wait_roundtrips)
 
@@ -448,3 +449,23 @@ def test_sigkill_during_an_upgrade_leaves_nothing(upperd, exe, tmp_path):
                msg="workers and probe gone")
     wait_until(lambda: port_is_free(d.tcp_port) and
                port_is_free(d.stats_port), 10, msg="ports free")
+
+
+# --------------------------------------------------------------------------
+# 5. several listening addresses
+
+def test_upgrade_keeps_every_listening_address(upperd, exe, builds):
+    p2 = free_port("127.0.0.2")
+    d = upperd(workers=1, args=["--tcp", "127.0.0.2:%d" % p2,
+                                "--udp", "127.0.0.2:%d" % p2])
+    pids = {w["pid"] for w in get_stats(d.stats_port)["workers"]}
+    install(builds[NEW_B], exe)
+    os.kill(d.pid, signal.SIGUSR2)
+    upgraded(d, 1, NEW_B, pids)
+    for host, port in (("127.0.0.1", d.tcp_port), ("127.0.0.2", p2)):
+        msg = b"served at %s\n" % host.encode()
+        assert tcp_roundtrip(port, msg, host=host) == msg.upper()
+        assert udp_roundtrip(port, msg, host=host) == msg.upper()
+    ready = log_matches(d.log(), r"^upperd %s ready: .*127\.0\.0\.2:%d" %
+                        (NEW_B, p2))
+    assert len(ready) == 1, d.log()
