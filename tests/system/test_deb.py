@@ -1,8 +1,8 @@
 """
 make deb (SPEC, "Installing"): the Debian package is built from a copy of
 the tree, passes lintian with no error, installs with dpkg -i (creating
-the system user upperd), its /usr/sbin/upperd serves on loopback as the
-user upperd with the shipped config, and
+the system user upperd), its /usr/sbin/upperd accepts the shipped config
+with --check-config and serves on loopback as the user upperd, and
 dpkg --purge leaves the machine as it was: no file, unit link or user of
 the package left.
 
@@ -161,6 +161,14 @@ def test_deb_builds_lints_installs_runs_and_purges(tmp_path, clean_machine):
     unit = open("/lib/systemd/system/upperd.service").read()
     assert re.search(r"^ExecStart=/usr/sbin/upperd ", unit, re.M), unit
     assert re.search(r"^User=upperd$", unit, re.M), unit
+
+    # What the unit's ExecStartPre and ExecReload run, as its user.
+    u_ids = ["setpriv", "--reuid=%d" % u.pw_uid, "--regid=%d" % u.pw_gid,
+             "--clear-groups", "--"]
+    chk = run(u_ids + ["/usr/sbin/upperd", "--check-config", "-c",
+                       "/etc/upperd/upperd.conf"], timeout=30, check=False)
+    assert chk.returncode == 0, chk.stderr
+    assert chk.stderr.strip().endswith("configuration ok"), chk.stderr
 
 
     tcp, stats = free_port(), free_port()

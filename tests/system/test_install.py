@@ -159,6 +159,34 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
         p.returncode, p.stdout, p.stderr)
 
 
+def test_unit_check_commands_accept_the_installed_config(tmp_path):
+    """The service's ExecStartPre= and first ExecReload= (upperd
+    --check-config on the installed config) succeed as installed, and
+    fail, exit 2, once the config is broken: a reload would be refused."""
+    dest = str(tmp_path / "dest")
+    make("install", dest)
+    unit = open(dest + "/usr/local/lib/systemd/system/upperd.service").read()
+    cmds = re.findall(r"^Exec(?:StartPre|Reload)=(.*--check-config.*)$",
+                      unit, re.M)
+    assert len(cmds) == 2, unit
+
+    def run_cmd(cmd):
+        argv = [dest + a if a.startswith(("/usr/local/", "/etc/")) else a
+                for a in cmd.split()]
+        return subprocess.run(argv, capture_output=True, text=True,
+                              timeout=30)
+
+    for cmd in cmds:
+        p = run_cmd(cmd)
+        assert p.returncode == 0, (cmd, p.stderr)
+        assert p.stderr.strip().endswith("configuration ok"), p.stderr
+    with open(dest + "/etc/upperd/upperd.conf", "a") as f:
+        f.write("workers = many\n")
+    p = run_cmd(cmds[1])
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "workers" in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+
+
 def test_logrotate_accepts_the_snippet(tmp_path):
     dest = str(tmp_path / "dest")
     make("install", dest)
