@@ -152,6 +152,14 @@ def test_every_metric_family_is_in_upperd_8(daemon):
     assert "upperd_worker_up" in families  # the scrape is the real thing
     missing = [f for f in families if not has_word(secs["METRICS"], f)]
     assert missing == [], "upperd(8) METRICS lacks %s" % missing
+    # and the other way: a family the page lists (one per tag line) that
+    # upperd does not serve is a stale entry.
+    listed = set(re.findall(r"^ {5}((?:upperd|process)_[a-z_]+)",
+                            secs["METRICS"], re.M))
+    assert len(listed) >= 20, listed
+    assert listed - set(families) == set(), (
+        "upperd(8) METRICS lists families /metrics lacks: %s" %
+        sorted(listed - set(families)))
 
 
 def test_every_stats_key_is_in_upperd_8(daemon):
