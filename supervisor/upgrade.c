@@ -378,7 +378,9 @@ upg_on_pipe(struct sup *s)
 /* Wait for in-flight scrapes (at most UPG_QUIESCE_NS), accepting nothing
  * new: a scrape that arrives during the execve waits in the listen
  * backlog for the new image.  Requests still incomplete at the gate are
- * closed (a scraper sends its request at once; a slow one retries). */
+ * closed by the execve (a scraper sends its request at once).  The daemon
+ * itself is left running: the execve ends it, and a failed one finds it
+ * as it was. */
 static void
 upg_quiesce_http(struct sup *s)
 {
@@ -403,7 +405,6 @@ upg_quiesce_http(struct sup *s)
 	}
 	if (ep != -1)
 		close(ep);
-	sup_http_stop(s);
 }
 
 /* The listeners, the table and the pid file stay open across execve. */
@@ -428,13 +429,10 @@ upg_unexec(struct sup *s, int state_fd)
 	if (state_fd != -1)
 		close(state_fd);
 	(void)upg_keep_fds(s, 0);
-	if (s->stats_fd != -1) {
-		if (sup_http_start(s) == -1)
-			log_error("upgrade: cannot restart the stats endpoint");
-		else if (evsrc_watch(s->ev.ep, sup_http_fd(s), SUP_EV_HTTP) ||
-		    evsrc_watch(s->ev.ep, s->stats_fd, SUP_EV_STATS))
-			log_warn("epoll_ctl http");
-	}
+	if (s->mhd != NULL &&
+	    evsrc_watch(s->ev.ep, s->stats_fd, SUP_EV_STATS) == -1 &&
+	    errno != EEXIST)
+		log_warn("epoll_ctl stats");
 }
 
 /* The probe said ready and exited 0: the point of no return. */

@@ -305,6 +305,14 @@ os.kill(os.getpid(), signal.SIGSEGV)
 """
 
 
+# says ready, then removes itself: the supervisor's own execve then fails
+PROBE_VANISH = """#!/usr/bin/python3
+import os, sys
+os.write(int(os.environ["UPPERD_UPGRADE_PIPE"]), b"ready\\n")
+os.unlink(sys.argv[0])
+"""
+
+
 def test_failed_upgrades_leave_the_old_binary_serving(upperd, exe, builds,
                                                       tmp_path):
     d = upperd(workers=2, heartbeat_timeout=2)
@@ -322,6 +330,8 @@ def test_failed_upgrades_leave_the_old_binary_serving(upperd, exe, builds,
             child_pid_file), "not ready within 2s"),
         ("crashes after ready", lambda: install_script(exe, PROBE_CRASH),
          "killed by signal 11 after saying ready"),
+        ("gone when executed", lambda: install_script(exe, PROBE_VANISH),
+         "execve: No such file or directory"),
         ("incompatible layout", lambda: install(builds[BAD_LAYOUT], exe),
          "state layout 1, this build reads layout 99"),
     ]
