@@ -733,9 +733,7 @@ sup_lame_duck(struct sup *s)
 {
 	if (s->lame_until_ns == 0) {
 		s->lame_until_ns = ctr_clock_ns() + s->cfg.shutdown_delay * NS;
-		log_info("shutting down: lame duck for %us (/healthz 503, "
-		         "still "
-		         "accepting), then draining",
+		log_info("shutting down: lame duck for %us, then draining",
 		    s->cfg.shutdown_delay);
 		return 1;
 	}
