@@ -45,7 +45,8 @@
  * of the supervisor when waiters are bounded by the fd limit */
 #define GATE_FD_SPARE 320
 #define GATE_MIN_WAITERS 64
-#define GATE_CHUNK 256 /* waiters allocated at a time */
+#define GATE_CHUNK 256       /* waiters allocated at a time */
+#define GATE_ACCEPT_EVERY 16 /* waiter events between looks at the listener */
 
 /* A connection waiting for its head.  Structs are never freed, only put
  * back on gate_free_list: an epoll event later in the same batch may
@@ -61,12 +62,19 @@ struct gate_conn {
 
 /* Waiters, oldest (earliest deadline) first. */
 static struct gate_conn *gate_oldest, *gate_newest, *gate_free_list;
-static unsigned gate_count;
+static unsigned gate_count, gate_events;
 /* The listener is out of the epoll set: out of fds (it stays readable,
  * and would wake the loop in a spin) with no waiter to shed.  It comes
  * back on the next tick or when a waiter leaves.  Out of fds is warned
  * once until an accept succeeds again. */
 static int gate_paused, gate_warned;
+/* The endpoint speaks HTTPS: the request is encrypted, so the gate waits
+ * only for the ClientHello, and hands the handshake and the request to
+ * libmicrohttpd (which times out the slow ones, HTTP_CONN_TIMEOUT_S, and
+ * holds up to HTTP_TLS_CONN_LIMIT).  Idle connections and ones that
+ * trickle their hello still wait here and cost a scrape nothing; one
+ * that is not TLS is closed without a byte (nothing it could read). */
+static int gate_tls_on;
 
 static const char gate_400[] =
     "HTTP/1.1 400 Bad Request\r\n"
@@ -206,8 +214,9 @@ gate_shed(struct sup *s)
 }
 
 void
-gate_init(void)
+gate_init(int tls)
 {
+	gate_tls_on = tls;
 	gate_oldest = gate_newest = NULL;
 	gate_count = 0;
 }
@@ -237,7 +246,7 @@ gate_look(int fd)
 		return gate_peer_closed(fd) ? GATE_GONE : GATE_MORE;
 	if (n <= 0)
 		return GATE_GONE;
-	v = gate_head(buf, (size_t)n);
+	v = gate_tls_on ? gate_tls(buf, (size_t)n) : gate_head(buf, (size_t)n);
 	/* The next segment or the client's FIN is the next edge. */
 	if (v == GATE_MORE && gate_peer_closed(fd))
 		return GATE_GONE;
@@ -269,6 +278,8 @@ static void
 gate_settle(struct sup *s, int fd, const struct sockaddr_storage *addr,
     socklen_t addrlen, int verdict)
 {
+	if (gate_tls_on && verdict != GATE_VALID)
+		verdict = GATE_GONE; /* no plaintext reply on a TLS port */
 	switch (verdict) {
 	case GATE_BAD:
 		gate_reply(fd, gate_400, sizeof(gate_400) - 1);
@@ -387,6 +398,12 @@ gate_event(struct sup *s, void *ptr)
 
 	if (g->fd == -1) /* shed or expired earlier in this epoll batch */
 		return;
+	/* Thousands of trickling waiters keep thousands of events ready,
+	 * and epoll hands them out in turn with the listener's among them:
+	 * a scrape would wait for all of them.  So look at the listener
+	 * every few waiter events (one accept4 that finds nothing). */
+	if (++gate_events % GATE_ACCEPT_EVERY == 0 && !gate_paused)
+		gate_accept(s);
 	if ((v = gate_look(g->fd)) == GATE_MORE)
 		return;
 	fd = g->fd;
