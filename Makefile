@@ -18,7 +18,7 @@ DATADIR ?= $(PREFIX)/share
 MANDIR  ?= $(DATADIR)/man
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 CC      ?= cc
-PKGS    := libmicrohttpd jansson
+PKGS    := libmicrohttpd jansson gnutls libxcrypt
 # The version upperd reports (/stats, upperd_build_info, --version), and,
 # for the upgrade test only, another state layout number to stamp.
 VERSION ?= 0.1.0
@@ -64,13 +64,16 @@ TEST_upg_state_OBJS := supervisor/upg_state.o supervisor/version.o
 
 PYTHON ?= /usr/bin/python3
 # What building needs (make run), and what the tests need on top (make test).
-DEB_BUILD := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config
+DEB_BUILD := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config \
+             libgnutls28-dev libcrypt-dev
 # What make deb needs on top of DEB_BUILD (debian/control's Build-Depends).
 DEB_PKG   := debhelper dpkg-dev fakeroot lintian
 DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium \
              mandoc man-db systemd logrotate clang-format $(DEB_PKG)
 # deploy/ checked and run by its tools (test_deploy.py, test_fleet.py).
 DEB_TEST  += haproxy nginx-light libnginx-mod-stream python3-yaml
+# test_stats_security.py: a CA and certificates made at test time.
+DEB_TEST  += openssl
 
 .PHONY: all run test check unit system asan bench profile deps deps-build format \
         format-check clean install uninstall deb stamped FORCE

@@ -51,6 +51,10 @@ struct cfg {
 	 * adding to it: set by cfg_defaults and again before the command
 	 * line, so each source replaces the lists it names (config.c). */
 	unsigned char tcp_fresh, udp_fresh;
+	/* the stats endpoint speaks HTTPS with these (PEM), both or none */
+	char stats_tls_cert[CFG_PATH_MAX];
+	char stats_tls_key[CFG_PATH_MAX];
+	char stats_auth[CFG_PATH_MAX]; /* users file for Basic auth; "" none */
 };
 
 /* What the command line asked for besides settings; CFG_CHECK

@@ -79,6 +79,9 @@ static const struct cfg_opt cfg_opts[] = {
 	{ "log-file", 0, CFG_KIND_STR, CFG_STR(log_file), 0, 0 },
 	{ "pid-file", 0, CFG_KIND_STR, CFG_STR(pid_file), 0, 0 },
 	{ "user", 0, CFG_KIND_STR, CFG_STR(user), 0, 0 },
+	{ "stats-tls-cert", 0, CFG_KIND_STR, CFG_STR(stats_tls_cert), 0, 0 },
+	{ "stats-tls-key", 0, CFG_KIND_STR, CFG_STR(stats_tls_key), 0, 0 },
+	{ "stats-auth", 0, CFG_KIND_STR, CFG_STR(stats_auth), 0, 0 },
 };
 
 #define CFG_NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -180,6 +183,18 @@ const char cfg_usage[] =
     "      --check-config         read the options and the config file as a "
     "start\n"
     "                             would, bind nothing, report and exit\n"
+    "      --stats-tls-cert FILE  serve the stats endpoint over HTTPS only, "
+    "with\n"
+    "                             this PEM certificate (chain); re-read on "
+    "SIGHUP\n"
+    "      --stats-tls-key FILE   its PEM private key; both or neither\n"
+    "      --stats-auth FILE      require HTTP Basic credentials on every "
+    "path\n"
+    "                             but /healthz: \"user:hash\" lines, "
+    "crypt(3)\n"
+    "                             bcrypt, yescrypt or SHA-512 hashes; re-read "
+    "on\n"
+    "                             SIGHUP (default: none)\n"
     "  -h, --help                 print this help and exit\n"
     "  -V, --version              print the version and exit\n"
     "\n"
@@ -935,6 +950,11 @@ cfg_load(struct cfg *c, int argc, char **argv, enum cfg_action *action,
 	n.tcp_fresh = n.udp_fresh = 1;
 	if (cfg_scan(&n, argc, argv, true, action, err, errlen) == -1)
 		return -1;
+	if ((n.stats_tls_cert[0] == '\0') != (n.stats_tls_key[0] == '\0')) {
+		snprintf(err, errlen,
+		    "--stats-tls-cert and --stats-tls-key go together");
+		return -1;
+	}
 	*c = n;
 	return 0;
 }

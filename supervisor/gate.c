@@ -213,12 +213,12 @@ gate_shed(struct sup *s)
 	return 0;
 }
 
+/* Called each time libmicrohttpd starts (a failed upgrade restarts it):
+ * waiters already seated stay, and go on to the new daemon. */
 void
 gate_init(int tls)
 {
 	gate_tls_on = tls;
-	gate_oldest = gate_newest = NULL;
-	gate_count = 0;
 }
 
 /* Has the client shut down its side?  Then a request still incomplete
@@ -260,7 +260,13 @@ static void
 gate_pass(struct sup *s, int fd, const struct sockaddr_storage *addr,
     socklen_t addrlen)
 {
-	int keep = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	int keep;
+
+	if (s->mhd == NULL) { /* stopped for an upgrade */
+		gate_close(fd);
+		return;
+	}
+	keep = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 
 	if (MHD_add_connection(s->mhd, fd, (const struct sockaddr *)addr,
 	        addrlen) == MHD_YES) {

@@ -118,3 +118,26 @@ gate_head(const char *buf, size_t n)
 	}
 	return n >= GATE_HEAD_MAX ? GATE_HUGE : GATE_MORE;
 }
+
+/*
+ * Classify the start of a connection to the HTTPS endpoint, where the
+ * request itself is encrypted: GATE_VALID once the first TLS record, a
+ * handshake record (the ClientHello), is whole, or fills GATE_HEAD_MAX;
+ * GATE_MORE before; GATE_BAD for bytes that do not start a TLS handshake
+ * (plain HTTP to the HTTPS port, say).
+ */
+int
+gate_tls(const char *buf, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)buf;
+	size_t len;
+
+	if ((n >= 1 && p[0] != GATE_TLS_HANDSHAKE) || (n >= 2 && p[1] != 3))
+		return GATE_BAD;
+	if (n < 5)
+		return GATE_MORE;
+	len = (size_t)p[3] << 8 | p[4];
+	if (len == 0 || len > GATE_TLS_RECORD_MAX)
+		return GATE_BAD;
+	return n >= 5 + len || n >= GATE_HEAD_MAX ? GATE_VALID : GATE_MORE;
+}

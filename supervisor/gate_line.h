@@ -14,11 +14,16 @@
  * more, but the gate peeks at the whole head each time a segment comes. */
 #define GATE_HEAD_MAX 16384
 
+#define GATE_TLS_HANDSHAKE 22     /* a TLS record's content type */
+#define GATE_TLS_RECORD_MAX 16384 /* its longest plaintext (RFC 8446) */
+
 enum gate_verdict { GATE_VALID, GATE_MORE, GATE_BAD, GATE_LONG, GATE_HUGE };
 
 /* Classify the first n bytes a client sent (see gate_line.c): the
  * request line alone, or the whole head. */
 int gate_check(const char *buf, size_t n);
 int gate_head(const char *buf, size_t n);
+/* The same for the first TLS record of an HTTPS connection. */
+int gate_tls(const char *buf, size_t n);
 
 #endif

@@ -3,24 +3,59 @@
  * inside the supervisor's loop (no HTTP thread: forking stays safe).  The
  * supervisor binds and accepts on the socket itself (gate.c checks
  * the request line first) and hands each connection to the daemon.  Every
- * request that
- * is not a GET or HEAD of a known path gets its 4xx here; malformed and
- * oversized requests are refused by libmicrohttpd within the memory limit.
+ * request that is not a GET or HEAD of a known path gets its 4xx here;
+ * malformed and oversized requests are refused by libmicrohttpd within
+ * the memory limit.
+ *
+ * Securing it (--stats-tls-cert/-key, --stats-auth) is here too.  The
+ * certificate reaches GnuTLS through a retrieve callback rather than
+ * libmicrohttpd's fixed in-memory one, so a HUP swaps it for the next
+ * handshake without restarting the daemon or cutting a scrape.  Users
+ * are checked by auth.c.  Both are loaded whole before anything changes:
+ * a bad file on HUP leaves the running ones.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "auth.h"
 #include "log.h"
+#include "net.h"
 #include "render.h"
 #include "sup.h"
 
 #define HTTP_CONN_LIMIT 256
+/* Over TLS the gate hands a connection on with its ClientHello, before
+ * its request: libmicrohttpd then holds the slow ones, so it may hold
+ * more (gate.c). */
+#define HTTP_TLS_CONN_LIMIT 2048
 #define HTTP_CONN_TIMEOUT_S 10
 #define HTTP_MEMORY_LIMIT (32 * 1024)
+#define HTTP_TLS_CHAIN 16           /* certificates in a chain file */
+#define HTTP_FILE_MAX (1024 * 1024) /* a PEM file larger is refused */
+
+/* A certificate chain and its key, as the handshake hands them out. */
+struct http_tls {
+	gnutls_pcert_st pcert[HTTP_TLS_CHAIN];
+	unsigned npcert;
+	gnutls_privkey_t key;
+};
+
+/* The serving TLS material and users (NULL: plain HTTP, no auth).  The
+ * previous material is freed only at the next reload: a handshake under
+ * way may still hold it. */
+static struct http_tls *http_tls, *http_tls_prev;
+static struct auth *http_auth;
 
 static enum MHD_Result
 http_reply(struct MHD_Connection *conn, unsigned code, const char *type,
@@ -46,6 +81,9 @@ http_reply(struct MHD_Connection *conn, unsigned code, const char *type,
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	if (code == MHD_HTTP_METHOD_NOT_ALLOWED)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	if (code == MHD_HTTP_UNAUTHORIZED)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+		    "Basic realm=\"upperd\"");
 	ret = MHD_queue_response(conn, code, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -117,6 +155,33 @@ http_path(const char *url)
 	return p == NULL ? "/" : p;
 }
 
+/* Does the request carry a user's credentials (or need none)?  A
+ * malformed Authorization header costs the check a wrong password does. */
+static int
+http_authorized(struct MHD_Connection *conn)
+{
+	char *user, *pass = NULL;
+	int ok;
+
+	if (http_auth == NULL)
+		return 1;
+	user = MHD_basic_auth_get_username_password(conn, &pass);
+	if (user == NULL) {
+		if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+		        MHD_HTTP_HEADER_AUTHORIZATION) != NULL)
+			(void)auth_check(http_auth, "", "");
+		ok = 0;
+	} else
+		ok = auth_check(http_auth, user, pass != NULL ? pass : "");
+	if (user != NULL)
+		MHD_free(user);
+	if (pass != NULL)
+		MHD_free(pass);
+	if (!ok)
+		log_debug("http: no valid credentials, 401");
+	return ok;
+}
+
 static enum MHD_Result
 http_handler(void *cls, struct MHD_Connection *conn, const char *url,
     const char *method, const char *version, const char *upload,
@@ -133,6 +198,9 @@ http_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	        MHD_HTTP_HEADER_HOST) == NULL)
 		return http_text(conn, MHD_HTTP_BAD_REQUEST, "no host\n");
 	url = http_path(url);
+	if (strcmp(url, "/healthz") != 0 && !http_authorized(conn))
+		return http_text(conn, MHD_HTTP_UNAUTHORIZED,
+		    "authorization required\n");
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
 		return http_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
 		    "method not allowed\n");
@@ -160,19 +228,211 @@ http_log(void *cls, const char *fmt, va_list ap)
 	log_debug("http: %s", line);
 }
 
+/* A whole file, for GnuTLS; -1 with err. */
+static int
+http_read_file(const char *path, gnutls_datum_t *d, char *err, size_t errlen)
+{
+	const char *why = NULL;
+	struct stat st;
+	ssize_t n = 0;
+	int fd;
+
+	d->data = NULL;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 ||
+	    fstat(fd, &st) == -1)
+		why = strerror(errno);
+	else if (!S_ISREG(st.st_mode) || st.st_size <= 0 ||
+	    st.st_size > HTTP_FILE_MAX)
+		why = "not a regular file of 1 byte to 1 MiB";
+	else if ((d->data = gnutls_malloc((size_t)st.st_size)) == NULL)
+		why = "out of memory";
+	else if ((n = read(fd, d->data, (size_t)st.st_size)) != st.st_size)
+		why = n == -1 ? strerror(errno) : "short read";
+	if (fd != -1)
+		close(fd);
+	if (why != NULL) {
+		snprintf(err, errlen, "cannot read %s: %s", path, why);
+		gnutls_free(d->data);
+		d->data = NULL;
+		return -1;
+	}
+	d->size = (unsigned)n;
+	return 0;
+}
+
+static void
+http_tls_free(struct http_tls *t)
+{
+	unsigned i;
+
+	if (t == NULL)
+		return;
+	for (i = 0; i < t->npcert; i++)
+		gnutls_pcert_deinit(&t->pcert[i]);
+	if (t->key != NULL)
+		gnutls_privkey_deinit(t->key);
+	free(t);
+}
+
+/* Does the key belong to the certificate?  GnuTLS checks when it makes
+ * credentials of them (a mismatch would only show at each handshake). */
+static int
+http_tls_match(const gnutls_datum_t *cert, const gnutls_datum_t *key)
+{
+	gnutls_certificate_credentials_t cred;
+	int r;
+
+	if (gnutls_certificate_allocate_credentials(&cred) < 0)
+		return GNUTLS_E_MEMORY_ERROR;
+	r = gnutls_certificate_set_x509_key_mem2(cred, cert, key,
+	    GNUTLS_X509_FMT_PEM, NULL, 0);
+	gnutls_certificate_free_credentials(cred);
+	return r < 0 ? r : 0;
+}
+
+/* Import a checked PEM pair into t; a GnuTLS error code or 0. */
+static int
+http_tls_import(struct http_tls *t, const gnutls_datum_t *cert,
+    const gnutls_datum_t *key)
+{
+	unsigned n = HTTP_TLS_CHAIN;
+	int r;
+
+	if ((r = http_tls_match(cert, key)) < 0 ||
+	    (r = gnutls_pcert_list_import_x509_raw(t->pcert, &n, cert,
+	         GNUTLS_X509_FMT_PEM, 0)) < 0)
+		return r;
+	t->npcert = n;
+	if ((r = gnutls_privkey_init(&t->key)) < 0)
+		return r;
+	return gnutls_privkey_import_x509_raw(t->key, key, GNUTLS_X509_FMT_PEM,
+	    NULL, 0);
+}
+
+/* The chain and key of a PEM pair, or NULL with err. */
+static struct http_tls *
+http_tls_load(const struct cfg *c, char *err, size_t errlen)
+{
+	gnutls_datum_t cert = { NULL, 0 }, key = { NULL, 0 };
+	struct http_tls *t = calloc(1, sizeof(*t));
+	int r;
+
+	if (t == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (http_read_file(c->stats_tls_cert, &cert, err, errlen) == -1 ||
+	    http_read_file(c->stats_tls_key, &key, err, errlen) == -1) {
+		r = -1;
+	} else if ((r = http_tls_import(t, &cert, &key)) < 0)
+		snprintf(err, errlen, "bad TLS certificate %s or key %s: %s",
+		    c->stats_tls_cert, c->stats_tls_key, gnutls_strerror(r));
+	gnutls_free(cert.data);
+	gnutls_free(key.data);
+	if (r < 0) {
+		http_tls_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+/* GnuTLS asks for the certificate at each handshake: the one loaded
+ * last. */
+static int
+http_tls_retrieve(gnutls_session_t session, const gnutls_datum_t *req_ca_dn,
+    int nreqs, const gnutls_pk_algorithm_t *algos, int nalgos,
+    gnutls_pcert_st **pcert, unsigned int *npcert, gnutls_privkey_t *key)
+{
+	(void)session;
+	(void)req_ca_dn;
+	(void)nreqs;
+	(void)algos;
+	(void)nalgos;
+	if (http_tls == NULL)
+		return -1;
+	*pcert = http_tls->pcert;
+	*npcert = http_tls->npcert;
+	*key = http_tls->key;
+	return 0;
+}
+
+/*
+ * Load what securing the endpoint takes from c: the TLS pair and the
+ * users file.  At start, and on every HUP before anything else changes:
+ * all or nothing, so a bad file (-1, err) keeps what serves.  TLS cannot
+ * be turned on or off while the daemon runs (it is how it was started).
+ */
+int
+sup_http_load(struct sup *s, const struct cfg *c, char *err, size_t errlen)
+{
+	struct http_tls *t = NULL;
+	struct auth *a = NULL;
+	int tls = c->stats_tls_cert[0] != '\0';
+
+	if (s->mhd != NULL && tls != (http_tls != NULL)) {
+		snprintf(err, errlen,
+		    "--stats-tls-cert cannot be %s by a "
+		    "reload, only at start",
+		    tls ? "added" : "removed");
+		return -1;
+	}
+	if (tls && (t = http_tls_load(c, err, errlen)) == NULL)
+		return -1;
+	if (c->stats_auth[0] != '\0' &&
+	    (a = auth_load(c->stats_auth, err, errlen)) == NULL) {
+		http_tls_free(t);
+		return -1;
+	}
+	http_tls_free(http_tls_prev);
+	http_tls_prev = http_tls;
+	http_tls = t;
+	auth_free(http_auth);
+	http_auth = a;
+	return 0;
+}
+
+/* Is the stats address one only this machine reaches? */
+static int
+http_loopback(const char *addr)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&ss;
+	const unsigned char *b = v6->sin6_addr.s6_addr;
+
+	if (net_parse_addr(addr, &ss, &len) == -1)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohl(((const struct sockaddr_in *)&ss)
+		                 ->sin_addr.s_addr) >>
+		    24 ==
+		    127;
+	return IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr) ||
+	    (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr) && b[12] == 127);
+}
+
 int
 sup_http_start(struct sup *s)
 {
-	gate_init();
+	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+	    MHD_USE_NO_LISTEN_SOCKET;
+
+	if (http_auth == NULL && !http_loopback(s->cfg.stats))
+		log_warnx("stats endpoint %s is not on loopback and has no "
+		          "--stats-auth: whoever reaches it reads it",
+		    s->cfg.stats);
+	gate_init(http_tls != NULL);
 	/* The logger first: libmicrohttpd writes whatever it logs before
 	 * this option raw to stderr, and warns when it is not first. */
-	s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-	        MHD_USE_NO_LISTEN_SOCKET,
+	s->mhd = MHD_start_daemon(flags | (http_tls != NULL ? MHD_USE_TLS : 0),
 	    0, NULL, NULL, http_handler, s, MHD_OPTION_EXTERNAL_LOGGER,
 	    http_log, NULL, MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned)HTTP_CONN_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-	    (unsigned)HTTP_CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	    (size_t)HTTP_MEMORY_LIMIT, MHD_OPTION_END);
+	    (unsigned)(http_tls != NULL ? HTTP_TLS_CONN_LIMIT :
+	                                  HTTP_CONN_LIMIT),
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY_LIMIT,
+	    http_tls != NULL ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END,
+	    http_tls_retrieve, MHD_OPTION_END);
 	return s->mhd == NULL ? -1 : 0;
 }
 

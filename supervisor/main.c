@@ -164,6 +164,11 @@ load_settings(struct sup *s, int argc, char **argv)
 	}
 	if (s->cfg.user[0] && (pw = getpwnam(s->cfg.user)) == NULL)
 		die(2, "unknown user \"%s\" for --user", s->cfg.user);
+	/* the stats endpoint's TLS pair and users file: read now, so that
+	 * --check-config says whether they are good */
+	if (strcmp(s->cfg.stats, "off") != 0 &&
+	    sup_http_load(s, &s->cfg, err, sizeof(err)) == -1)
+		die(2, "%s", err);
 	if (action == CFG_CHECK) {
 		fprintf(stderr, "upperd: %s: configuration ok\n",
 		    s->cfg.config[0] ? s->cfg.config : "command line");
@@ -215,7 +220,9 @@ restore(struct sup *s, int argc, char **argv)
 		upg_probe_main(argc, argv);
 	s->argc = argc;
 	s->argv = argv;
-	if (cfg_load(&s->cfg, argc, argv, &action, err, sizeof(err)) == -1)
+	if (cfg_load(&s->cfg, argc, argv, &action, err, sizeof(err)) == -1 ||
+	    (strcmp(s->cfg.stats, "off") != 0 &&
+	        sup_http_load(s, &s->cfg, err, sizeof(err)) == -1))
 		die(2, "upgrade: %s", err);
 	log_setlevel(s->cfg.log_level);
 	if (s->cfg.log_file[0] && log_open(s->cfg.log_file) == -1)

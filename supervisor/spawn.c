@@ -486,6 +486,12 @@ sup_kill_overdue(struct sup *s, uint64_t now)
 	}
 }
 
+static const char *
+sup_stats_scheme(const struct sup *s)
+{
+	return s->cfg.stats_tls_cert[0] != '\0' ? "https://" : "http://";
+}
+
 /* Log the ready line once every configured worker serves, and after a
  * reload once every replacement does.  /healthz calls it too, so at start
  * no client sees 200 before the line is written (during a reload the old
@@ -525,7 +531,7 @@ sup_announce(struct sup *s)
 		net_local_name(s->stats_fd, stats, sizeof(stats));
 	log_info("upperd %s ready: %u worker%s, tcp %s, udp %s, stats %s%s%s",
 	    UPPERD_VERSION, s->configured, s->configured == 1 ? "" : "s", tcp,
-	    udp, s->stats_fd != -1 ? "http://" : "", stats,
+	    udp, s->stats_fd == -1 ? "" : sup_stats_scheme(s), stats,
 	    s->stats_fd != -1 ? "/" : "");
 }
 
@@ -666,6 +672,13 @@ sup_reload(struct sup *s)
 	if (s->mode != SUP_RUNNING || s->lame_until_ns)
 		return; /* a stop has begun */
 	if (cfg_load(&nc, s->argc, s->argv, &action, err, sizeof(err)) == -1) {
+		log_error("reload failed, keeping the running configuration: "
+		          "%s",
+		    err);
+		return;
+	}
+	/* the stats endpoint's TLS pair and users: all or nothing too */
+	if (s->mhd != NULL && sup_http_load(s, &nc, err, sizeof(err)) == -1) {
 		log_error("reload failed, keeping the running configuration: "
 		          "%s",
 		    err);

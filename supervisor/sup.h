@@ -131,6 +131,9 @@ enum snap_state sup_slot_state(const struct sup *s, unsigned i);
 int sup_slot_proc(const struct sup *s, unsigned i);
 
 /* http.c */
+/* Load --stats-tls-cert/-key and --stats-auth from c (start, HUP);
+ * -1 with err changes nothing. */
+int sup_http_load(struct sup *s, const struct cfg *c, char *err, size_t errlen);
 int sup_http_start(struct sup *s);
 int sup_http_fd(struct sup *s);
 void sup_http_run(struct sup *s);
@@ -143,7 +146,7 @@ void sup_http_stop(struct sup *s);
 #define SUP_EV_UPGRADE 5 /* an upgrade probe's handshake pipe */
 
 /* gate.c: request-line check in front of libmicrohttpd */
-void gate_init(void);
+void gate_init(int tls);
 void gate_accept(struct sup *s);
 void gate_event(struct sup *s, void *ptr);
 void gate_expire(struct sup *s);

@@ -123,7 +123,9 @@ upg_probe_main(int argc, char **argv)
 
 	if (wfd == -1)
 		_exit(2);
-	if (cfg_load(&probe.cfg, argc, argv, &action, err, sizeof(err)) == -1) {
+	if (cfg_load(&probe.cfg, argc, argv, &action, err, sizeof(err)) == -1 ||
+	    (strcmp(probe.cfg.stats, "off") != 0 &&
+	        sup_http_load(&probe, &probe.cfg, err, sizeof(err)) == -1)) {
 		dprintf(wfd, "error: configuration: %s\n", err);
 		_exit(2);
 	}

@@ -1,9 +1,9 @@
 """
 Signals with no meaning to upperd (SPEC "Robustness details"): ALRM,
-WINCH, PIPE, USR2 (until binary upgrades exist), real-time signals and
-the like never end or disturb the supervisor or a worker, and the
-supervisor notes each once at debug.  ALRM and USR2 used to kill the
-supervisor without a word, leaving its pid file behind.
+WINCH, PIPE, real-time signals and the like (and USR2 to a worker) never
+end or disturb the supervisor or a worker, and the supervisor notes each
+once at debug.  ALRM and USR2 used to kill the supervisor without a word,
+leaving its pid file behind.
 """
 
 import os
@@ -12,8 +12,8 @@ import signal
 from conftest import (LOG_LINE_RE, pid_alive, proc_status, tcp_roundtrip,
                       udp_roundtrip, wait_until)
 
-# USR2 leaves this list the day it starts a binary upgrade.
-MEANINGLESS = (signal.SIGALRM, signal.SIGUSR2, signal.SIGWINCH,
+# USR2 upgrades the supervisor; to a worker it means nothing.
+MEANINGLESS = (signal.SIGALRM, signal.SIGWINCH,
                signal.SIGPIPE, signal.SIGVTALRM, signal.SIGPROF,
                signal.SIGIO, signal.SIGPWR, signal.SIGSTKFLT, signal.SIGURG,
                signal.SIGXCPU, signal.SIGXFSZ, signal.SIGTSTP,
@@ -70,7 +70,7 @@ def test_meaningless_signals_to_the_workers(upperd):
     d = upperd(workers=2)
     workers = sorted(d.worker_pids())
     for sig in MEANINGLESS + (signal.SIGHUP, signal.SIGINT, signal.SIGTTIN,
-                              signal.SIGTTOU):
+                              signal.SIGTTOU, signal.SIGUSR2):
         for w in workers:
             os.kill(w, sig)
         serves(d)

@@ -194,6 +194,31 @@ test_head_limits(void **state)
 	free(buf);
 }
 
+static const struct line_case tls[] = {
+	LINE("\x16\x03\x01\x00\x02\x01\x00", GATE_VALID),
+	LINE("\x16\x03\x03\x00\x02\x01\x00extra", GATE_VALID),
+	LINE("", GATE_MORE),
+	LINE("\x16", GATE_MORE),
+	LINE("\x16\x03\x01\x00", GATE_MORE),
+	LINE("\x16\x03\x01\x00\x02\x01", GATE_MORE),
+	LINE("\x16\x03\x01\x40\x00\x01", GATE_MORE), /* 16 KiB coming */
+	/* plain HTTP, an alert, SSLv2, a zero or oversized record */
+	LINE("GET / HTTP/1.1\r\n\r\n", GATE_BAD),
+	LINE("\x15\x03\x01\x00\x02\x02\x28", GATE_BAD),
+	LINE("\x80\x2e\x01\x00\x02", GATE_BAD),
+	LINE("\x16\x02", GATE_BAD),
+	LINE("\x16\x03\x01\x00\x00", GATE_BAD),
+	LINE("\x16\x03\x01\x40\x01", GATE_BAD),
+};
+
+/* Over HTTPS the gate waits for the first record, the ClientHello. */
+static void
+test_tls_table(void **state)
+{
+	(void)state;
+	run_table(tls, sizeof(tls) / sizeof(tls[0]), gate_tls, "tls");
+}
+
 int
 main(void)
 {
@@ -205,6 +230,7 @@ main(void)
 		cmocka_unit_test(test_head_table),
 		cmocka_unit_test(test_head_prefixes_wait),
 		cmocka_unit_test(test_head_limits),
+		cmocka_unit_test(test_tls_table),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
