@@ -18,7 +18,7 @@ DATADIR ?= $(PREFIX)/share
 MANDIR  ?= $(DATADIR)/man
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 CC      ?= cc
-PKGS    := libmicrohttpd jansson gnutls libxcrypt
+PKGS    := libmicrohttpd jansson gnutls libxcrypt libsystemd
 # The version upperd reports (/stats, upperd_build_info, --version), and,
 # for the upgrade test only, another state layout number to stamp.
 VERSION ?= 0.1.0
@@ -49,7 +49,7 @@ WRK_SRCS := $(wildcard workers/*.c)
 UPPERD_OBJS := $(patsubst %.c,$(OUT)/%.o,$(COM_SRCS) $(SUP_SRCS) \
     $(WRK_SRCS))
 
-UNIT_TESTS := upcase render config backoff gate_line upg_state
+UNIT_TESTS := upcase render config backoff gate_line upg_state act
 UNIT_BINS  := $(patsubst %,$(BIN)/test_%,$(UNIT_TESTS))
 
 # Each unit test links only the module it tests.
@@ -61,11 +61,12 @@ TEST_config_OBJS  := supervisor/config.o common/net.o
 TEST_backoff_OBJS := supervisor/backoff.o
 TEST_gate_line_OBJS := supervisor/gate_line.o
 TEST_upg_state_OBJS := supervisor/upg_state.o supervisor/version.o
+TEST_act_OBJS     := supervisor/act_classify.o
 
 PYTHON ?= /usr/bin/python3
 # What building needs (make run), and what the tests need on top (make test).
 DEB_BUILD := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config \
-             libgnutls28-dev libcrypt-dev
+             libgnutls28-dev libcrypt-dev libsystemd-dev
 # What make deb needs on top of DEB_BUILD (debian/control's Build-Depends).
 DEB_PKG   := debhelper dpkg-dev fakeroot lintian
 DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium \

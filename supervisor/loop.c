@@ -32,6 +32,7 @@ sup_sig_reap(struct sup *s, int signo)
 static void
 sup_sig_stop(struct sup *s, int signo)
 {
+	ntf_stopping();
 	sup_shutdown(s, signo == SIGQUIT);
 }
 
@@ -171,6 +172,7 @@ sup_read_tick(struct sup *s)
 		return;
 	sup_tick(s);
 	upg_tick(s);
+	ntf_tick(s);
 	if (s->mhd != NULL)
 		gate_expire(s);
 }

@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "activation.h"
 #include "log.h"
 #include "net.h"
 #include "pidfile.h"
@@ -74,12 +75,21 @@ open_kind(const char *what, const char (*addrs)[CFG_ADDR_MAX], unsigned n,
 		fds[(*nfds)++] = open_socket(what, addrs[i], tcp);
 }
 
+/* The sockets systemd passed first (socket activation); each kind that
+ * got none binds its configured addresses. */
 static void
 open_sockets(struct sup *s)
 {
-	open_kind("tcp", s->cfg.tcp, s->cfg.ntcp, 1, s->tcp_fd, &s->ntcp);
-	open_kind("udp", s->cfg.udp, s->cfg.nudp, 0, s->udp_fd, &s->nudp);
-	s->stats_fd = open_socket("stats", s->cfg.stats, 1);
+	s->stats_fd = -1;
+	(void)act_adopt(s);
+	if (s->ntcp == 0)
+		open_kind("tcp", s->cfg.tcp, s->cfg.ntcp, 1, s->tcp_fd,
+		    &s->ntcp);
+	if (s->nudp == 0)
+		open_kind("udp", s->cfg.udp, s->cfg.nudp, 0, s->udp_fd,
+		    &s->nudp);
+	if (s->stats_fd == -1)
+		s->stats_fd = open_socket("stats", s->cfg.stats, 1);
 	if (s->ntcp == 0 && s->nudp == 0)
 		die(2, "both --tcp and --udp are off: nothing to serve");
 }
@@ -241,6 +251,7 @@ main(int argc, char **argv)
 
 	if (!(restored = restore(&sup, argc, argv)))
 		setup(&sup, argc, argv);
+	ntf_init();
 	sup_signals_init(&sup);
 	if (sup.stats_fd != -1 && sup_http_start(&sup) == -1)
 		die(1, "cannot start the stats endpoint on %s", sup.cfg.stats);

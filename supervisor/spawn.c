@@ -525,6 +525,7 @@ sup_announce(struct sup *s)
 		    s->slot[i].next >= 0 || s->slot[i].next_pending)
 			return;
 	s->announced = 1;
+	ntf_ready(s);
 	sup_names(s->tcp_fd, s->ntcp, tcp, sizeof(tcp));
 	sup_names(s->udp_fd, s->nudp, udp, sizeof(udp));
 	if (s->stats_fd != -1)
@@ -689,6 +690,7 @@ sup_reload(struct sup *s)
 	s->cfg = nc;
 	log_setlevel(nc.log_level);
 	sup_apply_sched(&nc);
+	ntf_reloading();
 	log_info("reloading: replacing workers, %u configured", nc.workers);
 	for (i = nc.workers; i < s->configured; i++)
 		sup_retire(s, i);

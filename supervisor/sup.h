@@ -151,6 +151,16 @@ void gate_accept(struct sup *s);
 void gate_event(struct sup *s, void *ptr);
 void gate_expire(struct sup *s);
 
+/* notify.c: systemd's notify protocol; all do nothing without
+ * NOTIFY_SOCKET.  ntf_mainpid is for whoever changes the supervisor's pid
+ * (MAINPID=). */
+void ntf_init(void);
+void ntf_tick(struct sup *s);
+void ntf_ready(struct sup *s);
+void ntf_reloading(void);
+void ntf_stopping(void);
+void ntf_mainpid(pid_t pid);
+
 /* snapshot.c */
 int sup_snapshot(struct sup *s, struct snapshot *snap);
 void sup_snapshot_free(struct snapshot *snap);

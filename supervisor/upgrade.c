@@ -98,20 +98,19 @@ upg_busy(const struct sup *s)
 	return s->upg.probe != 0;
 }
 
-/* systemd: RELOADING=1 now, READY=1 once the new workers serve.  Until
- * notify.c lands these only say so at debug level. */
+/* systemd: RELOADING=1 now, READY=1 once the new workers serve (the new
+ * image's ready line), or at once when the upgrade failed. */
 void
 upg_notify_reloading(struct sup *s)
 {
 	(void)s;
-	log_debug("upgrade: would notify RELOADING=1");
+	ntf_reloading();
 }
 
 void
 upg_notify_ready(struct sup *s)
 {
-	(void)s;
-	log_debug("upgrade: would notify READY=1");
+	ntf_ready(s);
 }
 
 /* A signal that must wait for the running upgrade; 1 when queued. */
