@@ -74,7 +74,7 @@ run_table(const struct line_case *t, size_t n,
 }
 
 static void
-test_table(void **state)
+test_request_line_verdicts(void **state)
 {
 	(void)state;
 	run_table(cases, sizeof(cases) / sizeof(cases[0]), gate_check, "case");
@@ -82,7 +82,7 @@ test_table(void **state)
 
 /* Every proper prefix of a valid line waits for more; never refused. */
 static void
-test_prefixes_wait(void **state)
+test_request_line_prefixes_wait(void **state)
 {
 	const char *line = "GET /metrics HTTP/1.1\r\n";
 	size_t n, end = strlen("GET /metrics HTTP/1.1\r");
@@ -95,7 +95,7 @@ test_prefixes_wait(void **state)
 
 /* A line that never ends is refused at the limit, not buffered forever. */
 static void
-test_too_long(void **state)
+test_endless_line_refused_at_limit(void **state)
 {
 	char *buf = malloc(GATE_LINE_MAX);
 
@@ -144,7 +144,7 @@ static const struct line_case heads[] = {
 
 /* A head is complete only at its empty line, whatever comes before. */
 static void
-test_head_table(void **state)
+test_head_complete_only_at_empty_line(void **state)
 {
 	(void)state;
 	run_table(heads, sizeof(heads) / sizeof(heads[0]), gate_head, "head");
@@ -167,7 +167,7 @@ test_head_prefixes_wait(void **state)
 /* A request line over the limit is a 414 even when the buffer around it
  * is larger and holds its end; a head over its limit is a 431. */
 static void
-test_head_limits(void **state)
+test_over_limit_is_414_or_431(void **state)
 {
 	size_t n = GATE_HEAD_MAX + 100;
 	char *buf = malloc(n);
@@ -223,13 +223,13 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_table),
-		cmocka_unit_test(test_prefixes_wait),
-		cmocka_unit_test(test_too_long),
+		cmocka_unit_test(test_request_line_verdicts),
+		cmocka_unit_test(test_request_line_prefixes_wait),
+		cmocka_unit_test(test_endless_line_refused_at_limit),
 		cmocka_unit_test(test_long_method),
-		cmocka_unit_test(test_head_table),
+		cmocka_unit_test(test_head_complete_only_at_empty_line),
 		cmocka_unit_test(test_head_prefixes_wait),
-		cmocka_unit_test(test_head_limits),
+		cmocka_unit_test(test_over_limit_is_414_or_431),
 		cmocka_unit_test(test_tls_table),
 	};
 
