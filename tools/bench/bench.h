@@ -226,8 +226,16 @@ void ub_conn_open(struct ub_ctx *x, struct ub_conn *c);
 void ub_conn_failed(struct ub_ctx *x, int err);
 void ub_conn_connected(struct ub_ctx *x, struct ub_conn *c);
 void ub_conn_lost(struct ub_ctx *x, struct ub_conn *c);
+int
+ub_conn_send(struct ub_ctx *x, struct ub_conn *c, const uint8_t *p, size_t n);
 ssize_t ub_conn_recv(struct ub_ctx *x, struct ub_conn *c, uint64_t limit);
 void ub_conn_stream_read(struct ub_ctx *x, struct ub_conn *c);
+void ub_conn_connected_in(struct ub_ctx *x, struct ub_conn *c);
+void ub_conn_duplex(struct ub_ctx *x, struct ub_conn *c, uint32_t ev,
+    void (*send)(struct ub_ctx *, struct ub_conn *),
+    void (*read)(struct ub_ctx *, struct ub_conn *));
+void ub_conn_stream_account(struct ub_ctx *x, struct ub_conn *c);
+int ub_conn_streams_busy(const struct ub_ctx *x);
 
 /* loop.c */
 int ub_loop_child(const struct ub_opts *o, int proc, int go, int out);

@@ -5,7 +5,6 @@
  * exactly the uppercase of it before EOF.  It ends when every stream is
  * done (--duration is only its limit) and reports input MB/s.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -17,18 +16,10 @@ ub_bulk_send(struct ub_ctx *x, struct ub_conn *c)
 {
 	uint64_t left = c->send_total - c->spos;
 	size_t off = (size_t)(c->spos % x->in_period);
-	ssize_t w;
 
-	w = send(c->fd, x->in + off, left < UB_CHUNK ? (size_t)left : UB_CHUNK,
-	    MSG_NOSIGNAL);
-	if (w == -1 && errno == EAGAIN)
+	if (ub_conn_send(x, c, x->in + off,
+	        left < UB_CHUNK ? (size_t)left : UB_CHUNK) <= 0)
 		return;
-	if (w == -1) {
-		ub_conn_lost(x, c);
-		return;
-	}
-	c->spos += (uint64_t)w;
-	x->res->bytes_tx += (uint64_t)w;
 	if (c->spos == c->send_total) {
 		shutdown(c->fd, SHUT_WR);
 		ub_conn_watch(x, c, EPOLLIN);
@@ -38,16 +29,7 @@ ub_bulk_send(struct ub_ctx *x, struct ub_conn *c)
 static void
 ub_bulk_event(struct ub_ctx *x, struct ub_conn *c, uint32_t ev)
 {
-	if (ev & EPOLLOUT)
-		ub_bulk_send(x, c);
-	if (c->state == UB_ST_OPEN && (ev & ~(uint32_t)EPOLLOUT))
-		ub_conn_stream_read(x, c);
-}
-
-static void
-ub_bulk_connected(struct ub_ctx *x, struct ub_conn *c)
-{
-	ub_conn_watch(x, c, EPOLLIN);
+	ub_conn_duplex(x, c, ev, ub_bulk_send, ub_conn_stream_read);
 }
 
 static void
@@ -56,19 +38,6 @@ ub_bulk_start(struct ub_ctx *x, struct ub_conn *c, int64_t now)
 	(void)now;
 	x->streams++;
 	ub_conn_watch(x, c, EPOLLIN | EPOLLOUT);
-}
-
-static void
-ub_bulk_account(struct ub_ctx *x, struct ub_conn *c)
-{
-	(void)c;
-	x->res->stalled++; /* a stream unfinished */
-}
-
-static int
-ub_bulk_busy(const struct ub_ctx *x)
-{
-	return x->streams > 0;
 }
 
 /* A connection's share: whole blocks, then the tail of the text that
@@ -93,11 +62,11 @@ ub_bulk_check(const struct ub_opts *o)
 
 static const struct ub_kind ub_kind_bulk = {
 	.open = ub_conn_open,
-	.connected = ub_bulk_connected,
+	.connected = ub_conn_connected_in,
 	.start = ub_bulk_start,
 	.event = ub_bulk_event,
-	.account = ub_bulk_account,
-	.busy = ub_bulk_busy,
+	.account = ub_conn_stream_account,
+	.busy = ub_conn_streams_busy,
 	.plan = ub_bulk_plan,
 	.stream = 1,
 };

@@ -76,19 +76,6 @@ ub_churn_finished(struct ub_ctx *x, struct ub_conn *c, int64_t now, int ok)
 }
 
 static void
-ub_churn_account(struct ub_ctx *x, struct ub_conn *c)
-{
-	(void)c;
-	x->res->stalled++; /* a stream unfinished */
-}
-
-static int
-ub_churn_busy(const struct ub_ctx *x)
-{
-	return x->streams > 0;
-}
-
-static void
 ub_churn_plan(struct ub_ctx *x, struct ub_conn *c)
 {
 	c->send_total = c->recv_total = (uint64_t)x->o->size;
@@ -109,8 +96,8 @@ static const struct ub_kind ub_kind_churn = {
 	.start = ub_churn_start,
 	.event = ub_churn_event,
 	.finished = ub_churn_finished,
-	.account = ub_churn_account,
-	.busy = ub_churn_busy,
+	.account = ub_conn_stream_account,
+	.busy = ub_conn_streams_busy,
 	.plan = ub_churn_plan,
 	.stream = 1,
 };

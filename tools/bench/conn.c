@@ -136,6 +136,25 @@ ub_conn_lost(struct ub_ctx *x, struct ub_conn *c)
 	ub_conn_close(x, c);
 }
 
+/* send() for the TCP kinds, counted: 1 when bytes went, 0 when the
+ * socket buffer is full (EAGAIN), -1 when the connection is lost (then
+ * closed and counted). */
+int
+ub_conn_send(struct ub_ctx *x, struct ub_conn *c, const uint8_t *p, size_t n)
+{
+	ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+
+	if (w == -1 && errno == EAGAIN)
+		return 0;
+	if (w == -1) {
+		ub_conn_lost(x, c);
+		return -1;
+	}
+	c->spos += (uint64_t)w;
+	x->res->bytes_tx += (uint64_t)w;
+	return 1;
+}
+
 /* recv() for every TCP kind: -1 when there is nothing (or the connection
  * was dropped, then with the connection closed), else the byte count;
  * a reply may not run past limit, the bytes asked for so far. */
@@ -164,6 +183,43 @@ ub_conn_recv(struct ub_ctx *x, struct ub_conn *c, uint64_t limit)
 	}
 	ub_stream_verify(x, c, x->rbuf, (size_t)n);
 	return n;
+}
+
+/* The connected hook of kinds that send when started and until then
+ * only wait for the server (rr, bulk). */
+void
+ub_conn_connected_in(struct ub_ctx *x, struct ub_conn *c)
+{
+	ub_conn_watch(x, c, EPOLLIN);
+}
+
+/* The event hook's core for kinds that send and read at once (rr, bulk):
+ * what is pending goes out on EPOLLOUT, then the reply is read, unless
+ * sending lost the connection. */
+void
+ub_conn_duplex(struct ub_ctx *x, struct ub_conn *c, uint32_t ev,
+    void (*send)(struct ub_ctx *, struct ub_conn *),
+    void (*read)(struct ub_ctx *, struct ub_conn *))
+{
+	if (ev & EPOLLOUT)
+		send(x, c);
+	if (c->state == UB_ST_OPEN && (ev & ~(uint32_t)EPOLLOUT))
+		read(x, c);
+}
+
+/* The account hook of stream kinds: a stream still open is unfinished. */
+void
+ub_conn_stream_account(struct ub_ctx *x, struct ub_conn *c)
+{
+	(void)c;
+	x->res->stalled++;
+}
+
+/* The busy hook of stream kinds: streams still running. */
+int
+ub_conn_streams_busy(const struct ub_ctx *x)
+{
+	return x->streams > 0;
 }
 
 /* Bulk and churn both end at EOF, which must come right after the last

@@ -17,33 +17,15 @@
 
 #include "bench.h"
 
-/* write() all of n bytes to a pipe: 0, or -1 when the reader is gone. */
-int
-ub_proc_write_all(int fd, const void *p, size_t n)
-{
-	const char *b = p;
-	ssize_t w;
-
-	while (n > 0) {
-		w = write(fd, b, n);
-		if (w == -1 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		b += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
+/* All of n bytes through a pipe, written (out) or read: 0, or -1 when
+ * the other end is gone. */
 static int
-ub_proc_read_all(int fd, void *p, size_t n)
+ub_proc_io(int fd, char *b, size_t n, int out)
 {
-	char *b = p;
 	ssize_t r;
 
 	while (n > 0) {
-		r = read(fd, b, n);
+		r = out ? write(fd, b, n) : read(fd, b, n);
 		if (r == -1 && errno == EINTR)
 			continue;
 		if (r <= 0)
@@ -52,6 +34,19 @@ ub_proc_read_all(int fd, void *p, size_t n)
 		n -= (size_t)r;
 	}
 	return 0;
+}
+
+/* A child's report to the parent: 0, or -1 when the parent is gone. */
+int
+ub_proc_write_all(int fd, const void *p, size_t n)
+{
+	return ub_proc_io(fd, (char *)(uintptr_t)p, n, 1);
+}
+
+static int
+ub_proc_read_all(int fd, void *p, size_t n)
+{
+	return ub_proc_io(fd, p, n, 0);
 }
 
 static void

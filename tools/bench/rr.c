@@ -5,7 +5,6 @@
  * A request's latency runs from its issue to the last byte of its reply.
  * The idle scenario (idle.c) does its work with this kind too.
  */
-#include <errno.h>
 #include <sys/epoll.h>
 
 #include "bench.h"
@@ -16,24 +15,17 @@ ub_rr_flush(struct ub_ctx *x, struct ub_conn *c)
 {
 	uint64_t end = c->sent_req * (uint64_t)x->o->size;
 	size_t off, len;
-	ssize_t w;
+	int r;
 
 	while (c->spos < end) {
 		off = (size_t)(c->spos % x->in_period);
 		len = x->in_len - off;
 		if (len > end - c->spos)
 			len = (size_t)(end - c->spos);
-		w = send(c->fd, x->in + off, len, MSG_NOSIGNAL);
-		if (w == -1 && errno == EAGAIN) {
+		if ((r = ub_conn_send(x, c, x->in + off, len)) == 0)
 			ub_conn_watch(x, c, EPOLLIN | EPOLLOUT);
+		if (r <= 0)
 			return;
-		}
-		if (w == -1) {
-			ub_conn_lost(x, c);
-			return;
-		}
-		c->spos += (uint64_t)w;
-		x->res->bytes_tx += (uint64_t)w;
 	}
 	ub_conn_watch(x, c, EPOLLIN);
 }
@@ -78,16 +70,7 @@ ub_rr_read(struct ub_ctx *x, struct ub_conn *c)
 static void
 ub_rr_event(struct ub_ctx *x, struct ub_conn *c, uint32_t ev)
 {
-	if (ev & EPOLLOUT)
-		ub_rr_flush(x, c);
-	if (c->state == UB_ST_OPEN && (ev & ~(uint32_t)EPOLLOUT))
-		ub_rr_read(x, c);
-}
-
-static void
-ub_rr_connected(struct ub_ctx *x, struct ub_conn *c)
-{
-	ub_conn_watch(x, c, EPOLLIN);
+	ub_conn_duplex(x, c, ev, ub_rr_flush, ub_rr_read);
 }
 
 static void
@@ -110,7 +93,7 @@ ub_rr_busy(const struct ub_ctx *x)
 
 const struct ub_kind ub_kind_rr = {
 	.open = ub_conn_open,
-	.connected = ub_rr_connected,
+	.connected = ub_conn_connected_in,
 	.start = ub_rr_start,
 	.event = ub_rr_event,
 	.account = ub_rr_account,
