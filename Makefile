@@ -75,6 +75,9 @@ DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium \
 DEB_TEST  += haproxy nginx-light libnginx-mod-stream python3-yaml
 # test_stats_security.py: a CA and certificates made at test time.
 DEB_TEST  += openssl
+# The Java textbook clients (test_textbook.py) and the status page in
+# Chromium (test_observability.py: node; npm comes with nodejs or as npm).
+DEB_TEST  += default-jdk-headless nodejs
 
 .PHONY: all run test check unit system asan bench profile deps deps-build format \
         format-check clean install uninstall deb stamped FORCE

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -87,6 +88,19 @@ def acase(data):
     """The oracle for ascii mode: a-z only."""
     return data.translate(bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz",
                                           b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+
+
+def need_tool(name, package):
+    """The path of a program a test needs.  make test installs it (the
+    Makefile's DEB_TEST lists package); a missing one fails the test, never
+    skips it: a suite that skips what it cannot run passes without
+    testing."""
+    found = (name if os.path.isabs(name) and os.access(name, os.X_OK)
+             else shutil.which(name))
+    if not found:
+        pytest.fail("%s not found: install %s (make test does, from the "
+                    "Makefile's DEB_TEST)" % (name, package), pytrace=False)
+    return found
 
 
 def port_is_free(port, host="127.0.0.1"):

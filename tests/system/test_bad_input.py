@@ -68,7 +68,7 @@ BAD_FLAGS = [
 
 @pytest.mark.parametrize("extra,words", BAD_FLAGS,
                          ids=[" ".join(a) for a, _ in BAD_FLAGS])
-def test_bad_flags(extra, words):
+def test_bad_flag_is_one_line_and_exit_2(extra, words):
     p, s, args = addr_args()
     r = run_expect_exit(args + extra)
     assert r.returncode == 2, (r.returncode, r.stderr)
@@ -155,23 +155,37 @@ def test_port_in_use(which):
     assert_nothing_left(p, s)
 
 
-def test_ucase_oracle_is_right():
-    """The oracle for "valid UTF-8 uppercased, invalid bytes unchanged"."""
-    assert ucase(b"a\xffb") == b"A\xffB"
-    assert ucase("straße".encode()) == b"STRASSE"
-    assert ucase(b"\xe2\x82x") == b"\xe2\x82X"           # truncated
-    assert ucase(b"\xed\xa0\x80a") == b"\xed\xa0\x80A"   # surrogate
-    assert ucase(b"\xc0\xafz") == b"\xc0\xafZ"           # overlong
-    assert ucase(b"\xf4\x90\x80\x80q") == b"\xf4\x90\x80\x80Q"  # > U+10FFFF
-    assert ucase(b"\x00\xc3\xa9\x00") == b"\x00\xc3\x89\x00"
+# "Valid UTF-8 uppercased, invalid bytes unchanged", spelled out.
+SPELLED_OUT = [
+    (b"a\xffb", b"A\xffB"),
+    ("straße".encode(), b"STRASSE"),
+    (b"\xe2\x82x", b"\xe2\x82X"),                      # truncated
+    (b"\xed\xa0\x80a", b"\xed\xa0\x80A"),              # surrogate
+    (b"\xc0\xafz", b"\xc0\xafZ"),                      # overlong
+    (b"\xf4\x90\x80\x80q", b"\xf4\x90\x80\x80Q"),      # > U+10FFFF
+    (b"\x00\xc3\xa9\x00", b"\x00\xc3\x89\x00"),
     # invalid bytes never merge with neighbours into something valid
-    assert ucase(b"\xc3\xc3\xa9") == b"\xc3\xc3\x89"
-    # every byte string round-trips through the oracle's decode/encode
+    (b"\xc3\xc3\xa9", b"\xc3\xc3\x89"),
+]
+
+
+def test_invalid_utf8_through_upperd_as_spelled_out(daemon):
+    """upperd gives the spelled-out answers over UDP and TCP, and so does
+    the oracle (ucase) the other tests compare upperd with; on random
+    bytes upperd agrees with the oracle, which round-trips every byte
+    string through its decode and encode."""
+    for data, want in SPELLED_OUT:
+        assert ucase(data) == want, data
+        assert udp_roundtrip(daemon.udp_port, data) == want, data
+    stream = b"".join(d + b"\n" for d, _ in SPELLED_OUT)
+    exp = b"".join(w + b"\n" for _, w in SPELLED_OUT)
+    assert tcp_roundtrip(daemon.tcp_port, stream, len(exp)) == exp
     rnd = random.Random(7)
     for _ in range(200):
         b = bytes(rnd.randrange(256) for _ in range(64))
         assert b.decode("utf-8", "surrogateescape").encode(
             "utf-8", "surrogateescape") == b
+        assert udp_roundtrip(daemon.udp_port, b) == ucase(b), b
 
 
 def test_garbage_bytes_tcp(daemon):
@@ -284,7 +298,7 @@ def test_largest_udp_datagram(daemon):
     assert udp_roundtrip(daemon.udp_port, data, bufsize=70000) == ucase(data)
 
 
-def test_many_datagrams(daemon):
+def test_300_datagrams_each_answered(daemon):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(5)
     try:

@@ -29,7 +29,7 @@ def port_args(d, udp=False):
 
 
 @pytest.mark.parametrize("udp", [False, True], ids=["tcp", "udp"])
-def test_text(daemon, udp):
+def test_argument_words_come_back_uppercased(daemon, udp):
     rc, out, err = upper(port_args(daemon, udp) + ["hello", "world"])
     assert (rc, out, err) == (0, b"HELLO WORLD\n", b"")
     rc, out, err = upper(port_args(daemon, udp) + ["straße ǆ"])

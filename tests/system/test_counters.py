@@ -6,15 +6,14 @@ and /metrics (per worker and in totals), promtool's verdict, /healthz,
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 
 import pytest
 
 from conftest import (COUNTERS, GAUGES, REASONS, http_get, http_raw,
-                      http_request, status_of, tcp_roundtrip, ucase,
-                      udp_roundtrip, wait_until)
+                      http_request, need_tool, status_of, tcp_roundtrip,
+                      ucase, udp_roundtrip, wait_until)
 
 DEFAULT_BUCKETS = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
                    "1", "2.5", "5", "10", "+Inf"]
@@ -192,13 +191,12 @@ def test_every_label_set_from_the_start(daemon):
 
 
 def promtool_check(text):
-    r = subprocess.run(["promtool", "check", "metrics"], input=text,
+    promtool = need_tool("promtool", "prometheus")
+    r = subprocess.run([promtool, "check", "metrics"], input=text,
                        capture_output=True, timeout=60)
     return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool (Debian package prometheus) missing")
 def test_promtool_check_metrics(daemon):
     st, _, body = http_get(daemon.stats_port, "/metrics")
     assert st == 200
@@ -227,7 +225,7 @@ def test_content_types(daemon):
     assert b"src=\"http" not in low and b"href=\"http" not in low
 
 
-def test_healthz(daemon):
+def test_healthz_says_ok(daemon):
     st, h, body = http_get(daemon.stats_port, "/healthz")
     assert st == 200
     assert body in (b"ok", b"ok\n")
@@ -235,21 +233,21 @@ def test_healthz(daemon):
 
 @pytest.mark.parametrize("path", ["/nope", "/stats/x", "/metricsx",
                                   "/healthz/", "/favicon.ico", "/..%2f"])
-def test_404(daemon, path):
+def test_unknown_path_is_404(daemon, path):
     st, _, _ = http_get(daemon.stats_port, path)
     assert st == 404
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
 @pytest.mark.parametrize("path", ["/stats", "/metrics", "/healthz", "/"])
-def test_405(daemon, method, path):
+def test_write_method_is_405(daemon, method, path):
     st, _, _ = http_request(daemon.stats_port, path, method=method,
                             body=b"x=1")
     assert st == 405
 
 
 @pytest.mark.parametrize("path", ["/stats", "/metrics", "/healthz"])
-def test_head(daemon, path):
+def test_head_gets_headers_without_body(daemon, path):
     st, h, body = http_get(daemon.stats_port, path, method="HEAD")
     assert st == 200
     assert body == b""

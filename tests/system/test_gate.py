@@ -8,7 +8,6 @@ client is owed (an answer, then a clean close).
 
 import os
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,8 +16,8 @@ import time
 
 import pytest
 
-from conftest import (http_get, recv_until_eof, status_of, tcp_connect,
-                      wait_until)
+from conftest import (http_get, need_tool, recv_until_eof, status_of,
+                      tcp_connect, wait_until)
 
 GOOD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -109,13 +108,13 @@ def test_gate_reply_survives_a_slow_reader(daemon):
         assert b"\r\nContent-Length: %d\r\n" % len(body) in head + b"\r\n"
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl")
 def test_curl_gets_414_without_reset(daemon):
     """curl reported "Recv failure: Connection reset by peer" (exit 56)
     after the gate's 414."""
+    curl = need_tool("curl", "curl")
     url = "http://127.0.0.1:%d/%s" % (daemon.stats_port, "a" * 9000)
     for _ in range(3):
-        r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w",
+        r = subprocess.run([curl, "-sS", "-o", "/dev/null", "-w",
                             "%{http_code}", url], capture_output=True,
                            text=True, timeout=10)
         assert (r.returncode, r.stdout) == (0, "414"), r.stderr

@@ -360,10 +360,17 @@ KILLED_RE = (r"worker 0 pid (\d+) killed by signal 9 after ([\d.]+)s, "
              r"respawn in (\d+)s")
 
 
-def next_pid(d, slot, old, timeout):
-    """Wait for slot to show a pid other than old; (pid, monotonic time)."""
+def next_pid(d, slot, old, timeout, seen=None):
+    """Wait for slot to show a pid other than old; (pid, monotonic time).
+    With seen (a dict), note meanwhile whether the slot showed state
+    "backoff" and whether /healthz said 503 then."""
     def new():
-        p = slot_of(get_stats(d.stats_port, timeout=2), slot)["pid"]
+        w = slot_of(get_stats(d.stats_port, timeout=2), slot)
+        if seen is not None and w["state"] == "backoff":
+            seen["backoff"] = True
+            if http_get(d.stats_port, "/healthz")[0] == 503:
+                seen["503"] = True
+        p = w["pid"]
         return p if p not in (None, old) else None
     p = wait_until(new, timeout, interval=0.01,
                    msg="slot %d to get a pid other than %s" % (slot, old))
@@ -373,21 +380,42 @@ def next_pid(d, slot, old, timeout):
 def test_crash_loop_backoff_grows(upperd):
     """Kill the slot's worker each time one appears: respawn delays 1, 2,
     4, 8, 16 s measured, and the log says 1, 2, 4, 8, 16 and then 30 for
-    the sixth crash: the cap (uncapped it would be 32).  About 32 s."""
+    the sixth crash: the cap (uncapped it would be 32).  Meanwhile the
+    slot shows "backoff" and /healthz says 503; each respawn counts one
+    crash restart, the daemon's own started_at shows the wait, and once
+    the replacement runs /healthz is 200 again.  About 32 s."""
     d = upperd(workers=1)
-    pid = slot_of(get_stats(d.stats_port), 0)["pid"]
+    w = slot_of(get_stats(d.stats_port), 0)
+    pid, starts = w["pid"], [w["started_at"]]
     expected = [1, 2, 4, 8, 16]
     victims, delays = [], []
+    seen = {"backoff": False, "503": False}
     for i in range(len(expected) + 1):
         assert safe_kill(pid, signal.SIGKILL, d.pid), pid
         t_kill = time.monotonic()
         victims.append(pid)
         if i == len(expected):
             break
-        pid, t_new = next_pid(d, 0, pid, expected[i] + 3)
+        pid, t_new = next_pid(d, 0, pid, expected[i] + 3, seen)
         delays.append(t_new - t_kill)
+        w = slot_of(get_stats(d.stats_port), 0)
+        assert w["pid"] == pid, w
+        assert w["restarts"] == i + 1, w
+        assert w["restarts_by_reason"]["crash"] == i + 1, w
+        starts.append(w["started_at"])
+        if i == 0:
+            wait_until(lambda: slot_of(get_stats(d.stats_port), 0)[
+                "state"] == "running", 10, msg="the first replacement runs")
+            st, _, body = http_get(d.stats_port, "/healthz")
+            assert st == 200, (st, body)
     for exp, got in zip(expected, delays):
         assert 0.8 * exp <= got <= exp + 1.5, (expected, delays)
+    # a death after under 10 s healthy waits the backoff before the next
+    # spawn, by the daemon's clock too
+    assert starts[2] - starts[1] >= 0.95, starts
+    for k in range(1, len(expected)):
+        assert starts[k + 1] - starts[k] >= 0.95 * expected[k], starts
+    assert seen == {"backoff": True, "503": True}, seen
     doc = wait_until(
         lambda: (lambda w: w if w["state"] == "backoff" and
                  w["restarts_by_reason"]["crash"] == 6 else None)(
@@ -481,7 +509,7 @@ def test_worker_exit_status_2_is_not_respawned(upperd):
 # --------------------------------------------------------------------------
 # 6. TTIN / TTOU
 
-def test_ttin_ttou(upperd):
+def test_ttin_adds_and_ttou_removes_a_worker(upperd):
     d = upperd(workers=2)
     sampler = StatsSampler(d.stats_port)
     sampler.start()
@@ -704,7 +732,7 @@ def test_reload_old_worker_gone_within_drain_timeout(upperd, tmp_path):
 # --------------------------------------------------------------------------
 # 9. supervisor SIGKILL
 
-def test_supervisor_sigkill(upperd, monkeypatch):
+def test_supervisor_sigkill_takes_workers_and_frees_ports(upperd, monkeypatch):
     d = upperd(workers=2)
     msg = b"before the kill\n"
     assert tcp_roundtrip(d.tcp_port, msg, len(msg)) == msg.upper()
@@ -934,12 +962,14 @@ def fork_stopped(sup_pid, trigger, timeout=5.0):
     """Call trigger() with the supervisor traced for forks; return the pid
     of the next process it forks, left stopped (as by SIGSTOP) at its very
     first instruction, with the supervisor running and untraced again.
-    Skips the test where ptrace is not permitted."""
+    Fails the test where ptrace is not permitted: it cannot test its
+    behaviour without (make test runs as root)."""
     try:
         _ptrace(_PTRACE_SEIZE, sup_pid, 0, _PTRACE_O_TRACEFORK)
     except OSError as e:
         if e.errno in (errno.EPERM, errno.EACCES, errno.ENOSYS):
-            pytest.skip("cannot ptrace the supervisor here: %s" % e)
+            pytest.fail("cannot ptrace the supervisor here (%s): this test "
+                        "needs ptrace, as root has" % e, pytrace=False)
         raise
     sup_stopped = False
     child = None

@@ -17,9 +17,8 @@ Observability, end to end:
   in the right buckets.
 
 Tools come from Debian (prometheus, chromium) and npm (playwright-core, put
-in tests/system/node_modules here if missing).  Without a tool a test is
-skipped, except under CI (CI set in the environment), where it fails: the
-Makefile's deps must provide it.
+in tests/system/node_modules here if missing).  Without a tool a test
+fails, never skips: the Makefile's deps must provide it.
 """
 
 import glob
@@ -27,7 +26,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -36,10 +34,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-import pytest
-
 from conftest import (HERE, REPO, free_port, http_get, http_request,
-                      recv_exactly, recv_until_eof, tcp_connect,
+                      need_tool, recv_exactly, recv_until_eof, tcp_connect,
                       tcp_roundtrip, udp_roundtrip, wait_until)
 
 DASHBOARD_DIR = os.path.join(REPO, "dashboards")
@@ -85,19 +81,6 @@ RANGE_ARG_RE = re.compile(
 AGG_INSIDE_RATE_RE = re.compile(
     r"\b(?:rate|irate|increase|delta|idelta|deriv)\s*\(\s*"
     r"(?:sum|avg|min|max|count|topk|bottomk|quantile|stddev|stdvar)\b")
-
-
-def require(path_or_cmd, why):
-    """The tool's path, or skip (fail under CI) naming what is missing."""
-    found = (path_or_cmd if os.path.isabs(path_or_cmd) and
-             os.access(path_or_cmd, os.X_OK) else shutil.which(path_or_cmd))
-    if found:
-        return found
-    msg = "%s not found: %s" % (path_or_cmd, why)
-    if os.environ.get("CI"):
-        pytest.fail(msg + " (CI must have it: see the Makefile's deps)",
-                    pytrace=False)
-    pytest.skip(msg)
 
 
 # --------------------------------------------------------------------------
@@ -305,7 +288,7 @@ def yaml_scalar(text, key):
 
 
 def test_promtool_check_config():
-    promtool = require("promtool", "Debian package prometheus")
+    promtool = need_tool("promtool", "prometheus")
     r = subprocess.run([promtool, "check", "config", SCRAPE_CONFIG],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -478,8 +461,8 @@ class Traffic(threading.Thread):
 
 
 def test_dashboards_against_real_prometheus(upperd, tmp_path):
-    prom_bin = require("/usr/bin/prometheus", "Debian package prometheus")
-    promtool = require("promtool", "Debian package prometheus")
+    prom_bin = need_tool("/usr/bin/prometheus", "prometheus")
+    promtool = need_tool("promtool", "prometheus")
     d = upperd(workers=2)
     cfg = scrape_config_for(d.stats_port)
     (tmp_path / "check.yml").write_text(cfg)
@@ -706,7 +689,7 @@ def ensure_playwright():
     browser)."""
     if os.path.isdir(os.path.join(HERE, "node_modules", "playwright-core")):
         return
-    npm = require("npm", "the machine's Node.js npm")
+    npm = need_tool("npm", "npm (with nodejs)")
     cmd = [npm, "ci" if os.path.exists(os.path.join(HERE,
                                                     "package-lock.json"))
            else "install", "--no-audit", "--no-fund", "--loglevel=error"]
@@ -717,8 +700,8 @@ def ensure_playwright():
 
 
 def test_status_page_in_chromium(upperd, tmp_path):
-    node = require("node", "Node.js (the machine's nodejs)")
-    require(CHROMIUM, "Debian package chromium")
+    node = need_tool("node", "nodejs")
+    need_tool(CHROMIUM, "chromium")
     ensure_playwright()
     d = upperd(workers=3)
 

@@ -5,13 +5,12 @@ recv(1024); sendto + recvfrom(2048)), and the Java TCPClient/UDPClient,
 written out, compiled with javac and run with java.
 """
 
-import shutil
 import socket
 import subprocess
 
 import pytest
 
-from conftest import wait_until
+from conftest import need_tool, wait_until
 
 SENTENCES = [
     "input lowercase sentence",
@@ -136,13 +135,12 @@ class UDPClient {
 
 @pytest.fixture(scope="module")
 def java_classes(tmp_path_factory):
-    if shutil.which("javac") is None or shutil.which("java") is None:
-        pytest.skip("javac/java not installed: the Java textbook clients "
-                    "cannot be compiled")
+    javac = need_tool("javac", "default-jdk-headless")
+    need_tool("java", "default-jdk-headless")
     d = tmp_path_factory.mktemp("java")
     (d / "TCPClient.java").write_text(JAVA_TCP)
     (d / "UDPClient.java").write_text(JAVA_UDP)
-    r = subprocess.run(["javac", "-d", str(d), str(d / "TCPClient.java"),
+    r = subprocess.run([javac, "-d", str(d), str(d / "TCPClient.java"),
                         str(d / "UDPClient.java")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -4,6 +4,7 @@ characters split across TCP segments, invalid bytes and NULs passing
 through, ascii mode, empty datagrams, and the TCP half-close.
 """
 
+import random
 import select
 import socket
 import time
@@ -34,10 +35,22 @@ UNICODE_CASES = [
 ]
 
 
-def test_oracle_agrees_with_cases():
+def test_upperd_agrees_with_oracle_and_cases(daemon):
+    """The written-out cases hold for str.upper() and for the oracle
+    (ucase); upperd then answers as the oracle does on a random mixture
+    of the cases, ASCII and invalid bytes, in one TCP stream cut at random
+    points and half-closed (a character may straddle any two reads)."""
     for s, want in UNICODE_CASES:
         assert s.upper() == want, (s, s.upper(), want)
         assert ucase(s.encode()) == want.encode()
+    rnd = random.Random(20261206)
+    parts = ([s.encode() for s, _ in UNICODE_CASES] + INVALID +
+             [b" ", b"\n", b"plain ascii words "])
+    data = b"".join(rnd.choice(parts) for _ in range(3000))
+    chunks = [rnd.randrange(1, 97) for _ in range(400)]
+    got = tcp_roundtrip(daemon.tcp_port, data, None, timeout=30,
+                        chunks=chunks)
+    assert got == ucase(data)
 
 
 @pytest.mark.parametrize("text,want", UNICODE_CASES,
@@ -140,14 +153,17 @@ INVALID = [
 ]
 
 
-def test_invalid_bytes_oracle():
-    # Spelled out: the invalid bytes stay, the valid text around them is
-    # uppercased.
-    assert ucase(b"abc\xffdef") == b"ABC\xffDEF"
-    assert ucase(b"trunc\xe2\x82x") == b"TRUNC\xe2\x82X"
-    assert ucase(b"sur\xed\xa0\x80rogate") == b"SUR\xed\xa0\x80ROGATE"
-    assert ucase(b"mix\xc3\xa9\xffa\xc3\x9fb\xe2") == \
-        b"MIX\xc3\x89\xffASSB\xe2"
+def test_invalid_bytes_through_upperd_as_spelled_out(daemon):
+    """Spelled out: the invalid bytes stay, the valid text around them is
+    uppercased, by upperd and by the oracle the other tests use."""
+    for data, want in [
+            (b"abc\xffdef", b"ABC\xffDEF"),
+            (b"trunc\xe2\x82x", b"TRUNC\xe2\x82X"),
+            (b"sur\xed\xa0\x80rogate", b"SUR\xed\xa0\x80ROGATE"),
+            (b"mix\xc3\xa9\xffa\xc3\x9fb\xe2", b"MIX\xc3\x89\xffASSB\xe2")]:
+        assert ucase(data) == want, data
+        assert udp_roundtrip(daemon.udp_port, data) == want, data
+        assert tcp_roundtrip(daemon.tcp_port, data, None) == want, data
 
 
 def test_invalid_bytes_tcp(daemon):
@@ -184,7 +200,7 @@ def test_truncated_at_eof_tcp(daemon):
     assert tcp_roundtrip(daemon.tcp_port, data) == b"ABC\xe2\x82"
 
 
-def test_nul_bytes(daemon):
+def test_nul_bytes_pass_through(daemon):
     data = b"a\x00b\x00\x00c\x00\xc3\xa9\x00"
     exp = b"A\x00B\x00\x00C\x00\xc3\x89\x00"
     assert tcp_roundtrip(daemon.tcp_port, data, len(exp)) == exp
@@ -192,7 +208,7 @@ def test_nul_bytes(daemon):
     assert udp_roundtrip(daemon.udp_port, b"\x00" * 100) == b"\x00" * 100
 
 
-def test_ascii_mode(upperd):
+def test_ascii_mode_maps_only_a_to_z(upperd):
     d = upperd(case="ascii")
     cases = [
         ("café", "CAFé"),
