@@ -4,17 +4,25 @@ DESTDIR: the layout under PREFIX and SYSCONFDIR, unit files naming the
 installed binary and config and passing `systemd-analyze verify`, a
 logrotate snippet logrotate accepts, a sample config that is never
 overwritten and survives uninstall once edited, and nothing else left
-behind by uninstall.
+behind by uninstall.  systemd is not PID 1 here, so one test plays its
+part for the installed units: the sockets the .socket units describe
+(names and types as written there), the service's ExecStart=, and its
+Type=notify readiness.
 """
 
 import filecmp
 import os
 import re
+import signal
+import socket
 import subprocess
+import sys
+import threading
 
 import pytest
 
-from conftest import REPO
+from conftest import (BIN_DIR, REPO, assert_no_sanitizer, http_get,
+                      tcp_roundtrip, udp_roundtrip, wait_until)
 
 MAKE_TIMEOUT = 600  # install builds first if bin/ is out of date
 # Installed under share/upperd/<last name>.
@@ -32,8 +40,13 @@ def make_env():
 
 
 def make(target, destdir, **vars_):
+    """make target, installing the build under test (the sanitizer one in
+    the ASan pass)."""
     argv = ["make", "--no-print-directory", "-C", REPO, target,
             "DESTDIR=%s" % destdir]
+    if os.path.realpath(BIN_DIR) == os.path.realpath(
+            os.path.join(REPO, "build", "asan", "bin")):
+        argv.append("SAN=1")
     argv += ["%s=%s" % kv for kv in sorted(vars_.items())]
     p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
                        text=True, timeout=MAKE_TIMEOUT, env=make_env())
@@ -198,3 +211,145 @@ def test_logrotate_accepts_the_snippet(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "error" not in (p.stdout + p.stderr).lower(), p.stderr
+
+
+# --------------------------------------------------------------------------
+# the installed units, with the test playing systemd
+
+# What systemd does between fork and exec for socket activation: the
+# sockets on fds 3.., LISTEN_PID the pid that execs upperd.
+WRAPPER = r"""
+import fcntl, os, sys
+n = int(sys.argv[1])
+src = [int(x) for x in sys.argv[2:2 + n]]
+high = [fcntl.fcntl(f, fcntl.F_DUPFD_CLOEXEC, 100) for f in src]
+for i, f in enumerate(high):
+    os.dup2(f, 3 + i)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[2 + n], sys.argv[2 + n:])
+"""
+
+
+def unit_settings(path):
+    """[(key, value)] of a unit file's settings, in file order."""
+    out = []
+    for line in open(path):
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")):
+            k, _, v = line.partition("=")
+            out.append((k.strip(), v.strip()))
+    return out
+
+
+class NotifySocket:
+    """systemd's end of the notify protocol: an abstract datagram socket
+    whose messages a thread collects."""
+
+    def __init__(self):
+        self.name = "upperd-install-test-%d" % os.getpid()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name)
+        self.sock.settimeout(0.2)
+        self.msgs = []
+        self.running = True
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        while self.running:
+            try:
+                data = self.sock.recv(4096).decode()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.msgs.append(dict(l.split("=", 1) for l in data.split("\n")
+                                  if "=" in l))
+
+    def got(self, key):
+        return [m for m in list(self.msgs) if key in m]
+
+    def close(self):
+        self.running = False
+        self.thread.join(2)
+        self.sock.close()
+
+
+def test_installed_units_socket_activate_upperd(tmp_path):
+    """Bind what upperd.socket, upperd-udp.socket and upperd-stats.socket
+    describe (on loopback ephemeral ports instead of their addresses),
+    named by their FileDescriptorName=, and run upperd.service's ExecStart=
+    with them: READY=1 comes on the notify socket, and TCP, UDP and the
+    stats endpoint all answer on the passed sockets, none on a bound one."""
+    dest = str(tmp_path / "dest")
+    make("install", dest, PREFIX="/usr")
+    unitdir = dest + "/usr/lib/systemd/system"
+    svc = dict(unit_settings(unitdir + "/upperd.service"))
+    assert svc["Type"] == "notify"
+    socks, names, ports = [], [], {}
+    for unit in sorted(n for n in os.listdir(unitdir)
+                       if n.endswith(".socket")):
+        st = unit_settings(os.path.join(unitdir, unit))
+        d = dict(st)
+        assert d.get("Service", "upperd.service") == "upperd.service", unit
+        for k, _ in st:
+            if k not in ("ListenStream", "ListenDatagram"):
+                continue
+            kind = socket.SOCK_STREAM if k == "ListenStream" \
+                else socket.SOCK_DGRAM
+            s = socket.socket(socket.AF_INET, kind)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", 0))
+            if kind == socket.SOCK_STREAM:
+                s.listen(64)
+            socks.append(s)
+            names.append(d.get("FileDescriptorName", unit))
+            ports[d.get("FileDescriptorName", unit)] = s.getsockname()[1]
+    assert sorted(names) == ["stats", "tcp", "udp"], names
+
+    pidfile = str(tmp_path / "run" / "upperd.pid")  # RuntimeDirectory=
+    os.mkdir(tmp_path / "run")
+    argv = []
+    for a in svc["ExecStart"].split():
+        a = a.replace("/run/upperd/", str(tmp_path / "run") + "/")
+        argv.append(dest + a if a.startswith(("/usr/", "/etc/")) else a)
+    assert pidfile in argv, argv
+    log = str(tmp_path / "upperd.log")
+    argv += ["--workers", "2", "--log-file", log]
+    fds = [s.fileno() for s in socks]
+    notify = NotifySocket()
+    env = dict(os.environ, NOTIFY_SOCKET="@" + notify.name,
+               LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=":".join(names))
+    err = open(tmp_path / "upperd.stderr", "wb")
+    proc = subprocess.Popen([sys.executable, "-c", WRAPPER, str(len(fds))] +
+                            [str(f) for f in fds] + argv, env=env,
+                            pass_fds=fds, stdin=subprocess.DEVNULL,
+                            stdout=err, stderr=err)
+    try:
+        wait_until(lambda: proc.poll() is None and notify.got("READY"),
+                   timeout=20, msg="READY=1 (log: %s)" % log)
+        for s in socks:
+            s.close()  # upperd holds its own copies now
+        assert tcp_roundtrip(ports["tcp"], b"unit\n") == b"UNIT\n"
+        assert udp_roundtrip(ports["udp"], b"unit") == b"UNIT"
+        st, _, body = http_get(ports["stats"], "/healthz")
+        assert (st, body) == (200, b"ok")
+        ready = [l for l in open(log) if " ready: " in l][-1]
+        for kind in ("tcp", "udp"):
+            assert re.search(r"%s [^,]*:%d\b" % (kind, ports[kind]),
+                             ready), ready
+        assert ":12000" not in ready and ":9120" not in ready, ready
+        assert open(pidfile).read().strip() == str(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=40) == 0
+        assert notify.got("STOPPING")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        notify.close()
+        err.close()
+        for s in socks:
+            s.close()
+    assert_no_sanitizer(open(tmp_path / "upperd.stderr").read() +
+                        open(log).read())
