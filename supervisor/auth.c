@@ -30,6 +30,8 @@
 #define AUTH_HASH_MAX 256
 #define AUTH_DIGEST 32 /* SHA-256 */
 #define AUTH_MAX_USERS 1024
+#define AUTH_BUDGET_NS 500000000LL /* of hashing per second */
+#define AUTH_BANK_NS 100000000LL
 
 struct auth_user {
 	char name[AUTH_NAME_MAX];
@@ -250,13 +252,40 @@ auth_find(struct auth *a, const char *name)
 	return found;
 }
 
-int
+/*
+ * May a password be hashed now?  Hashing is costly by design and runs in
+ * the supervisor's only thread: a client sending wrong passwords as fast
+ * as it can would stall the loop (scrapes, signals, worker supervision).
+ * So hashes get at most AUTH_BUDGET_NS of every second, banked up to
+ * AUTH_BANK_NS (a burst of hashes is a stall); past it a password not
+ * already verified is refused unchecked, which says nothing about it
+ * either.  A scrape then waits for one hash at most.
+ */
+static int
+auth_budget(int64_t spent_ns)
+{
+	static int64_t bank = AUTH_BANK_NS;
+	static uint64_t last;
+	uint64_t now = auth_now_ns();
+
+	if (last != 0)
+		bank += (int64_t)((now - last) * AUTH_BUDGET_NS /
+		    1000000000ULL);
+	last = now;
+	bank -= spent_ns;
+	if (bank > AUTH_BANK_NS)
+		bank = AUTH_BANK_NS;
+	return bank > 0;
+}
+
+enum auth_verdict
 auth_check(struct auth *a, const char *name, const char *pass)
 {
 	static struct crypt_data cd; /* 32 KiB: not on the stack */
 	unsigned char d[AUTH_DIGEST];
 	struct auth_user *u = auth_find(a, name);
 	const char *out, *hash;
+	uint64_t t0;
 	int ok;
 
 	if (u != NULL && u->cached && auth_digest(a, pass, d) == 0) {
@@ -266,13 +295,17 @@ auth_check(struct auth *a, const char *name, const char *pass)
 		for (i = 0; i < AUTH_DIGEST; i++)
 			diff |= (unsigned char)(d[i] ^ u->digest[i]);
 		if (diff == 0)
-			return 1;
+			return AUTH_OK;
 	}
+	if (!auth_budget(0))
+		return AUTH_BUSY;
 	/* An unknown user costs what a known one does. */
 	hash = u != NULL ? u->hash : a->user[a->dummy].hash;
+	t0 = auth_now_ns();
 	out = crypt_r(pass, hash, &cd);
+	(void)auth_budget((int64_t)(auth_now_ns() - t0));
 	ok = out != NULL && out[0] != '*' && auth_equal(out, hash) && u != NULL;
 	if (ok && auth_digest(a, pass, u->digest) == 0)
 		u->cached = 1;
-	return ok;
+	return ok ? AUTH_OK : AUTH_NO;
 }

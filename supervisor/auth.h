@@ -13,8 +13,15 @@ struct auth;
  * malformed or names no user. */
 struct auth *auth_load(const char *path, char *err, size_t errlen);
 void auth_free(struct auth *a);
-/* 1 if name and pass are a user's credentials, else 0, in a time that
+enum auth_verdict {
+	AUTH_NO,  /* not a user's credentials */
+	AUTH_OK,  /* a user's credentials */
+	AUTH_BUSY /* not checked: the hashing budget is spent (auth.c) */
+};
+
+/* Are name and pass a user's credentials?  A rejection takes a time that
  * does not depend on which of the two was wrong. */
-int auth_check(struct auth *a, const char *name, const char *pass);
+enum auth_verdict
+auth_check(struct auth *a, const char *name, const char *pass);
 
 #endif

@@ -160,26 +160,27 @@ http_path(const char *url)
 static int
 http_authorized(struct MHD_Connection *conn)
 {
+	enum auth_verdict v = AUTH_NO;
 	char *user, *pass = NULL;
-	int ok;
 
 	if (http_auth == NULL)
 		return 1;
 	user = MHD_basic_auth_get_username_password(conn, &pass);
-	if (user == NULL) {
-		if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-		        MHD_HTTP_HEADER_AUTHORIZATION) != NULL)
-			(void)auth_check(http_auth, "", "");
-		ok = 0;
-	} else
-		ok = auth_check(http_auth, user, pass != NULL ? pass : "");
+	if (user != NULL)
+		v = auth_check(http_auth, user, pass != NULL ? pass : "");
+	else if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	             MHD_HTTP_HEADER_AUTHORIZATION) != NULL)
+		v = auth_check(http_auth, "", "");
 	if (user != NULL)
 		MHD_free(user);
 	if (pass != NULL)
 		MHD_free(pass);
-	if (!ok)
+	if (v == AUTH_BUSY)
+		log_debug("http: too many password checks this second, 401 "
+		          "without checking");
+	else if (v == AUTH_NO)
 		log_debug("http: no valid credentials, 401");
-	return ok;
+	return v == AUTH_OK;
 }
 
 static enum MHD_Result
