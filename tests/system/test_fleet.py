@@ -50,8 +50,8 @@ import time
 
 import pytest
 
-from conftest import (UPPERD, http_request, port_is_free, recv_exactly,
-                      ucase, wait_until)
+from conftest import (UPPERD, http_request, pid_alive, port_is_free,
+                      recv_exactly, ucase, wait_until)
 from test_deploy import (ALERTS, PROM_DIR, RULES, haproxy_config,
                          nginx_config, prometheus_config, tool)
 from test_observability import (DASHBOARD_DIR, Prometheus, dashboard_exprs,
@@ -267,7 +267,8 @@ class Tally:
 
     def problem(self, client, what):
         with self.lock:
-            self.problems.append((self.phase, client, what))
+            self.problems.append((self.phase, client, what,
+                                  round(time.monotonic(), 3)))
             d = self.by_phase.setdefault(self.phase, {})
             kind = what.split(":")[0]
             d[kind] = d.get(kind, 0) + 1
@@ -693,6 +694,12 @@ def test_fleet(tmp_path):
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(timeout=10)
         t_kill = time.monotonic()
+        # its workers die of the supervisor's death (PDEATHSIG); until the
+        # last one is gone its sockets still take connections, which the
+        # death then cuts too: those were open on it as well
+        wpids = [w["pid"] for w in last["workers"] if w["pid"]]
+        wait_until(lambda: not any(pid_alive(p) for p in wpids),
+                   timeout=10, interval=0.001, msg="the workers gone")
         gate.open()
 
         def alert_state():
@@ -791,8 +798,9 @@ def test_fleet(tmp_path):
         assert tally.total("connect_fail") == 0
         assert tally.total("wrong") == 0
         assert figures["cuts_at_sigkill"] == open_conns, (
-            "cut %d, the killed instance had %d open" %
-            (figures["cuts_at_sigkill"], open_conns))
+            "cut %d, the killed instance had %d open (killed at %.3f): %r" %
+            (figures["cuts_at_sigkill"], open_conns, t_kill,
+             [p for p in tally.problems if p[0] == "kill"]))
         assert open_conns > 0, "the SIGKILL cut nothing: nothing open?"
         # UDP: every empty reply is one nginx sent for a datagram that met
         # a stopped instance (its access log says so), only while one was
