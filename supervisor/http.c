@@ -24,11 +24,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "auth.h"
+#include "http_route.h"
 #include "log.h"
 #include "net.h"
 #include "render.h"
@@ -137,24 +137,6 @@ http_healthz(struct MHD_Connection *conn, struct sup *s)
 	return http_text(conn, 503, reason);
 }
 
-/* The path of a target in absolute form ("http://host:port/metrics"),
- * which a server must accept (RFC 9112 3.2.2) and libmicrohttpd passes
- * on as it came; any other target as it is. */
-static const char *
-http_path(const char *url)
-{
-	const char *p;
-
-	if (strncasecmp(url, "http://", 7) == 0)
-		p = url + 7;
-	else if (strncasecmp(url, "https://", 8) == 0)
-		p = url + 8;
-	else
-		return url;
-	p = strchr(p, '/');
-	return p == NULL ? "/" : p;
-}
-
 /* Does the request carry a user's credentials (or need none)?  A
  * malformed Authorization header costs the check a wrong password does. */
 static int
@@ -198,23 +180,27 @@ http_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 	        MHD_HTTP_HEADER_HOST) == NULL)
 		return http_text(conn, MHD_HTTP_BAD_REQUEST, "no host\n");
-	url = http_path(url);
+	url = http_route_path(url);
 	if (strcmp(url, "/healthz") != 0 && !http_authorized(conn))
 		return http_text(conn, MHD_HTTP_UNAUTHORIZED,
 		    "authorization required\n");
-	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+	switch (http_route(method, url)) {
+	case HTTP_ROUTE_METHOD:
 		return http_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
 		    "method not allowed\n");
-	if (strcmp(url, "/stats") == 0)
+	case HTTP_ROUTE_STATS:
 		return http_render(conn, s, render_json, "application/json");
-	if (strcmp(url, "/metrics") == 0)
+	case HTTP_ROUTE_METRICS:
 		return http_render(conn, s, render_prom,
 		    "text/plain; version=0.0.4; charset=utf-8");
-	if (strcmp(url, "/healthz") == 0)
+	case HTTP_ROUTE_HEALTHZ:
 		return http_healthz(conn, s);
-	if (strcmp(url, "/") == 0)
+	case HTTP_ROUTE_INDEX:
 		return http_render(conn, s, render_html,
 		    "text/html; charset=utf-8");
+	case HTTP_ROUTE_NOT_FOUND:
+		break;
+	}
 	return http_text(conn, MHD_HTTP_NOT_FOUND, "not found\n");
 }
 
