@@ -78,9 +78,11 @@ DEB_TEST  += openssl
 # The Java textbook clients (test_textbook.py) and the status page in
 # Chromium (test_observability.py: node; npm comes with nodejs or as npm).
 DEB_TEST  += default-jdk-headless nodejs
+# make fuzz and make valgrind (both in make check)
+DEB_TEST  += clang-14 libclang-rt-14-dev libfuzzer-14-dev valgrind
 
 .PHONY: all run test check unit system asan bench profile deps deps-build format \
-        format-check clean install uninstall deb stamped FORCE
+        format-check clean fuzz fuzz-build fuzz-short valgrind install uninstall deb stamped FORCE
 
 all: $(BIN)/upperd $(BIN)/upper $(BIN)/upper-bench $(BIN)/upper-ref
 
@@ -155,7 +157,13 @@ test: deps
 asan: deps
 	$(MAKE) SAN=1 check
 
-check: format-check all unit system
+check: format-check all unit system $(CHECK_HARDEN)
+
+# The fuzzers and memcheck build their own way: they run once, in the plain
+# pass of make test.
+ifneq ($(SAN),1)
+CHECK_HARDEN := fuzz-short valgrind
+endif
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; \
@@ -268,6 +276,80 @@ clean:
 	rm -rf build bin
 
 FORCE:
+
+# make valgrind: the unit tests, then a system smoke (tests/valgrind_smoke.py:
+# traffic, every endpoint, HUP, TTIN/TTOU, stop) with memcheck on the
+# supervisor and every worker; any error or definite leak fails it.  Logs
+# in build/valgrind/.  tests/valgrind.supp, when present, holds third-party
+# suppressions only.
+VALGRIND := valgrind --tool=memcheck -q --error-exitcode=99 \
+    --leak-check=full --errors-for-leak-kinds=definite
+VALGRIND_SUPP := $(wildcard tests/valgrind.supp)
+
+valgrind: all $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== valgrind $$t"; \
+	    UPPERD_PYTHON=$(PYTHON) $(VALGRIND) \
+	        $(addprefix --suppressions=,$(VALGRIND_SUPP)) $$t \
+	        >build/valgrind-$$(basename $$t).log 2>&1 || \
+	        { cat build/valgrind-$$(basename $$t).log; exit 1; }; done
+	timeout 300 $(PYTHON) tests/valgrind_smoke.py $(CURDIR)/$(BIN) \
+	    $(CURDIR)/build/valgrind $(VALGRIND_SUPP)
+
+# libFuzzer harnesses (tests/fuzz/): each parser or transform is compiled
+# again by clang with the fuzzer's coverage and ASan+UBSan into
+# build/fuzz/, whatever SAN says.  make fuzz runs each harness for FUZZ_S
+# seconds, one after the other; make check runs each for FUZZ_SHORT_S over
+# its checked-in corpus plus fresh input.  New inputs go to
+# build/fuzz/corpus/NAME (the first corpus directory), crashes to
+# build/fuzz/artifacts/; a crash found is copied into tests/fuzz/corpus/
+# by hand, with its fix.
+FUZZ_CC      ?= clang-14
+FUZZ_S       ?= 120
+FUZZ_SHORT_S ?= 10
+FUZZ_OUT     := build/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS  := -std=c17 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
+                $(WARN) -Iinclude -Isupervisor -MMD -MP $(FUZZ_SAN) \
+                -fsanitize=fuzzer-no-link
+FUZZ_HARNESSES := upcase gate config
+FUZZ_BINS    := $(patsubst %,$(FUZZ_OUT)/bin/fuzz_%,$(FUZZ_HARNESSES))
+FUZZ_upcase_OBJS := workers/upcase.o
+FUZZ_gate_OBJS   := supervisor/gate_line.o supervisor/http_route.o
+FUZZ_config_OBJS := $(TEST_config_OBJS)
+# What a harness run is given: a time-out per input, a memory cap, and the
+# harness's dictionary when it has one.
+FUZZ_RUN = -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    $$(test -f tests/fuzz/$$h.dict && echo -dict=tests/fuzz/$$h.dict) \
+    -artifact_prefix=$(CURDIR)/$(FUZZ_OUT)/artifacts/$$h- \
+    $(FUZZ_OUT)/corpus/$$h tests/fuzz/corpus/$$h
+
+$(FUZZ_OUT)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(FUZZ_OUT)/bin/fuzz_%: $(FUZZ_OUT)/tests/fuzz/fuzz_%.o \
+    $$(addprefix $(FUZZ_OUT)/,$$(FUZZ_$$*_OBJS))
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ -lunistring
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	@set -e; for h in $(FUZZ_HARNESSES); do \
+	    mkdir -p $(FUZZ_OUT)/corpus/$$h $(FUZZ_OUT)/artifacts; \
+	    echo "== fuzz_$$h for $(FUZZ_S) s"; \
+	    $(FUZZ_OUT)/bin/fuzz_$$h -max_total_time=$(FUZZ_S) $(FUZZ_RUN); \
+	done
+
+fuzz-short: fuzz-build
+	@set -e; for h in $(FUZZ_HARNESSES); do \
+	    mkdir -p $(FUZZ_OUT)/corpus/$$h $(FUZZ_OUT)/artifacts; \
+	    log=$(FUZZ_OUT)/fuzz_$$h.log; \
+	    if ! $(FUZZ_OUT)/bin/fuzz_$$h -max_total_time=$(FUZZ_SHORT_S) \
+	        $(FUZZ_RUN) >$$log 2>&1; then tail -n 60 $$log; exit 1; fi; \
+	    echo "fuzz_$$h: $(FUZZ_SHORT_S) s, $$(grep -h \
+	        stat::number_of_executed_units $$log | awk '{print $$2}') runs, ok"; \
+	done
 
 -include $(shell find build -name '*.d' 2>/dev/null)
 .SECONDARY:

@@ -697,6 +697,13 @@ test_ascii_random_as_reference(void **state)
 #define UPC_TEST_ASAN 1
 #endif
 
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define UPC_TEST_VALGRIND RUNNING_ON_VALGRIND
+#else
+#define UPC_TEST_VALGRIND 0
+#endif
+
 /* volatile: the compiler knows strdup() and friends, not that they land
  * in this counter */
 static volatile unsigned long malloc_calls;
@@ -762,6 +769,10 @@ test_transform_never_allocates(void **state)
 	char *probe;
 
 	(void)state;
+	if (UPC_TEST_VALGRIND)
+		/* memcheck replaces malloc itself: the glibc hook would count
+		 * nothing and its blocks look leaked (make valgrind) */
+		skip();
 	count_allocations();
 	before = malloc_calls;
 	probe = strdup("x"); /* the counter must see library calls */
