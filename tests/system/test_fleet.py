@@ -48,11 +48,9 @@ import subprocess
 import threading
 import time
 
-import pytest
-
-from conftest import (UPPERD, http_request, pid_alive, port_is_free,
-                      recv_exactly, ucase, wait_until)
-from test_deploy import (ALERTS, PROM_DIR, RULES, haproxy_config,
+from conftest import (UPPERD, free_port, http_request, pid_alive,
+                      port_is_free, recv_exactly, ucase, wait_until)
+from test_deploy import (ALERTS, RULES, haproxy_config,
                          nginx_config, prometheus_config, tool)
 from test_observability import (DASHBOARD_DIR, Prometheus, dashboard_exprs,
                                 load_dashboard, substitute)
@@ -94,14 +92,6 @@ def ports_free_on_all(kind_udp):
         if ok:
             return port
     raise RuntimeError("no port free on all hosts")
-
-
-def free_local_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def children(pid):
@@ -439,7 +429,7 @@ def udp_client(name, port, tally, gate, stop, seed):
                         break
                 except socket.timeout:
                     continue
-                except OSError as e:   # ICMP from nginx's side: retry
+                except OSError:   # ICMP from nginx's side: retry
                     tally.add(udp_errors=1)
                     stop.wait(0.05)
                     break
@@ -503,8 +493,7 @@ def test_fleet(tmp_path):
     stats_port = ports_free_on_all(False)
     while stats_port == port:
         stats_port = ports_free_on_all(False)
-    fronts = {k: free_local_port() for k in ("haproxy", "hprom", "ntcp")}
-    fronts["nudp"] = free_local_port()
+    fronts = {k: free_port() for k in ("haproxy", "hprom", "ntcp", "nudp")}
 
     insts = [Instance(tmp, i + 1, h, port, stats_port)
              for i, h in enumerate(HOSTS)]

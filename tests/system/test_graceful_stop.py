@@ -14,7 +14,6 @@ stop"):
   line.
 """
 
-import json
 import os
 import signal
 import socket
