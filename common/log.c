@@ -2,8 +2,9 @@
  * log.c: the one logger of both process kinds.  Each line is formatted into
  * a stack buffer and written with a single write(2), so lines from the
  * supervisor and its workers never interleave mid-line on a shared fd.
- * Lines to a file carry a timestamp; lines to stderr do not (journald and
- * docker stamp them already).
+ * Every line carries a UTC timestamp, on stderr as in a log file, except
+ * when stderr is journald's stream (JOURNAL_STREAM names it, as systemd
+ * sets it for a service): the journal stamps each line itself.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,7 +21,7 @@
 static enum log_level log_level = LOG_LEVEL_INFO;
 static char log_name[32] = "supervisor";
 static int log_out = STDERR_FILENO;
-static int log_stamp;
+static int log_stamp = -1; /* -1: not decided yet for stderr */
 
 static const char *const log_level_names[] = { "error", "warn", "info",
 	"debug" };
@@ -57,7 +59,22 @@ log_to_stderr(void)
 	if (log_out != STDERR_FILENO)
 		close(log_out);
 	log_out = STDERR_FILENO;
-	log_stamp = 0;
+	log_stamp = -1;
+}
+
+/* Whether stderr is the journal's stream: JOURNAL_STREAM is "DEV:INODE"
+ * of it (systemd.exec(5)); a stderr redirected since is not. */
+static int
+log_stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	return js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 &&
+	    fstat(STDERR_FILENO, &st) == 0 &&
+	    (unsigned long long)st.st_dev == dev &&
+	    (unsigned long long)st.st_ino == ino;
 }
 
 int
@@ -76,6 +93,8 @@ log_vwrite(enum log_level level, int with_errno, const char *fmt, va_list ap)
 
 	if (level > log_level)
 		return;
+	if (log_stamp == -1)
+		log_stamp = !log_stderr_is_journal();
 	if (log_stamp) {
 		struct timespec ts;
 		struct tm tm;

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "net.h"
 #include "pidfile.h"
+#include "proctitle.h"
 #include "sup.h"
 #include "upgrade.h"
 
@@ -249,8 +250,12 @@ main(int argc, char **argv)
 {
 	int status, restored;
 
+	/* argv's memory becomes the title: parse (and re-parse) a copy */
+	argv = ptl_init(argc, argv);
 	if (!(restored = restore(&sup, argc, argv)))
 		setup(&sup, argc, argv);
+	ptl_set("upperd", "upperd: supervisor%s%s",
+	    sup.cfg.config[0] ? " -c " : "", sup.cfg.config);
 	ntf_init();
 	sup_signals_init(&sup);
 	if (sup.stats_fd != -1 && sup_http_start(&sup) == -1)

@@ -302,6 +302,13 @@ sup_on_exit(struct sup *s, int cell, int status, const struct rusage *ru)
 		sl->next = -1;
 		was_next = 0;
 	}
+	if (p.stop == SUP_STOP_SUPERSEDED) {
+		/* killed on purpose by a later reload: not a crash */
+		log_info("worker %u replacement pid %d superseded before it "
+		         "served",
+		    p.slot, (int)p.pid);
+		return;
+	}
 	if (p.stop != SUP_STOP_NONE) {
 		log_info("worker %u pid %d stopped (%s)", p.slot, (int)p.pid,
 		    sl->last_exit);
@@ -731,8 +738,14 @@ sup_scale(struct sup *s, int delta)
 	} else if (delta < 0 && s->configured > 1) {
 		i = --s->configured;
 		sup_retire(s, i);
-		log_info("scaling down to %u workers, retiring worker %u",
-		    s->configured, i);
+		log_info("scaling down to %u worker%s, retiring worker %u",
+		    s->configured, s->configured == 1 ? "" : "s", i);
+	} else {
+		/* a refused request is said, not swallowed */
+		log_warnx("%s ignored: already at %u worker%s (the %s)",
+		    delta > 0 ? "TTIN" : "TTOU", s->configured,
+		    s->configured == 1 ? "" : "s",
+		    delta > 0 ? "most there can be" : "fewest there can be");
 	}
 }
 

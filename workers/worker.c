@@ -18,6 +18,7 @@
 
 #include "evsrc.h"
 #include "log.h"
+#include "proctitle.h"
 #include "worker.h"
 #include "wrk.h"
 
@@ -119,6 +120,18 @@ wrk_served(struct wrk *w, uint64_t n)
 	__atomic_store_n(&w->cell->recycle, 1, __ATOMIC_RELAXED);
 }
 
+/* What ps shows for this worker (proctitle.h); top's name tells the
+ * workers from the supervisor too. */
+static void
+wrk_title(unsigned slot, int draining)
+{
+	char comm[16];
+
+	snprintf(comm, sizeof(comm), "upperd-w%u", slot);
+	ptl_set(comm, "upperd: worker %u%s", slot,
+	    draining ? " (draining)" : "");
+}
+
 /* TERM: stop taking new work, keep serving open connections until they
  * close or the drain timeout passes. */
 static void
@@ -146,6 +159,7 @@ wrk_drain(struct wrk *w)
 		close(w->lfd[i]);
 	w->nlfd = w->nufd = 0;
 	w->draining = 1;
+	wrk_title(w->slot, 1);
 	w->drain_deadline_ns = w->now_ns +
 	    (uint64_t)w->cfg->drain_timeout * 1000000000ULL;
 	__atomic_store_n(&w->cell->draining, 1, __ATOMIC_RELAXED);
@@ -375,6 +389,7 @@ wrk_main(const struct wrk_args *a)
 
 	snprintf(name, sizeof(name), "worker %u", a->slot);
 	log_procname(name);
+	wrk_title(a->slot, 0);
 	w.cfg = a->cfg;
 	w.tab = a->tab;
 	w.cell = &a->tab->cell[a->cell];
