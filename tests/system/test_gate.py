@@ -364,6 +364,29 @@ def curl_time(port, path):
     return int(code), float(t)
 
 
+def within_bound(scrape, base, bound=0.1, tries=3):
+    """Scrape each path of base five times; every one must take at most
+    bound seconds more than the slowest scrape of that path without the
+    flood.  The machine running the tests is shared: a round spoiled by
+    an outlier (another process took the CPU) is measured again, up to
+    tries rounds; a gate that holds scrapes back fails every round.
+    Returns the rounds measured."""
+    rounds = []
+    for _ in range(tries):
+        times = {p: [] for p in base}
+        for _ in range(5):
+            for p in base:
+                code, secs = scrape(p)
+                assert code == 200, p
+                times[p].append(secs)
+        rounds.append(times)
+        if all(max(times[p]) <= base[p] + bound for p in base):
+            return rounds
+    raise AssertionError("scrapes delayed by over %.0f ms in every round: "
+                         "without the flood %r, with %r" %
+                         (bound * 1000, base, rounds))
+
+
 class Trickler:
     """Keeps sending a header line, one connection at a time, to every
     connection given (a request that never ends), from a thread."""
@@ -408,15 +431,9 @@ def test_flood_does_not_delay_scrapes(daemon, n):
     try:
         wait_until(lambda: t.sent >= len(trickling), 20,
                    msg="a round of trickled header lines")
-        times = {p: [] for p in base}
-        for _ in range(5):
-            for p in base:
-                code, secs = curl_time(daemon.stats_port, p)
-                assert code == 200, p
-                times[p].append(secs)
-        print("flood of %d: without %r, with %r" % (n, base, times))
-        for p in base:
-            assert max(times[p]) <= base[p] + 0.1, (p, base[p], times[p])
+        rounds = within_bound(lambda p: curl_time(daemon.stats_port, p),
+                              base)
+        print("flood of %d: without %r, with %r" % (n, base, rounds))
         assert not any(server_closed(s) for s in silent[-10:])
     finally:
         t.close()
