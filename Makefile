@@ -49,7 +49,7 @@ WRK_SRCS := $(wildcard workers/*.c)
 UPPERD_OBJS := $(patsubst %.c,$(OUT)/%.o,$(COM_SRCS) $(SUP_SRCS) \
     $(WRK_SRCS))
 
-UNIT_TESTS := upcase render config backoff gate_line upg_state act
+UNIT_TESTS := upcase render config backoff gate_line upg_state act auth
 UNIT_BINS  := $(patsubst %,$(BIN)/test_%,$(UNIT_TESTS))
 
 # Each unit test links only the module it tests.
@@ -60,6 +60,7 @@ TEST_render_OBJS  := supervisor/render_json.o supervisor/render_prom.o \
 TEST_config_OBJS  := supervisor/config.o common/net.o
 TEST_backoff_OBJS := supervisor/backoff.o
 TEST_gate_line_OBJS := supervisor/gate_line.o
+TEST_auth_OBJS    := supervisor/auth.o
 TEST_upg_state_OBJS := supervisor/upg_state.o supervisor/version.o
 TEST_act_OBJS     := supervisor/act_classify.o
 
