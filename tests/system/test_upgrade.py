@@ -19,6 +19,7 @@ tells the builds apart, plus one stamped with another state layout.
 4. SIGKILL of the supervisor during an upgrade leaves no process behind
    holding the ports.
 5. every listening address (--tcp/--udp given twice) carries over.
+6. under systemd: activated sockets carry over; RELOADING=1, READY=1.
 """
 
 import os
@@ -27,6 +28,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 
@@ -36,6 +38,7 @@ import conftest
 from conftest import (BIN_DIR, REPO, UPPERD, free_port, http_get, pid_alive,
                       port_is_free, run_expect_exit, tcp_roundtrip,
                       udp_roundtrip, wait_until)
+from test_systemd import notify  # noqa: F401 (the fixture)
 from lifecycle_load import (Load, StatsSampler, get_stats, log_matches,
                             pid_gone, wait_roundtrips)
 
@@ -479,3 +482,64 @@ def test_upgrade_keeps_every_listening_address(upperd, exe, builds):
     ready = log_matches(d.log(), r"^upperd %s ready: .*127\.0\.0\.2:%d" %
                         (NEW_B, p2))
     assert len(ready) == 1, d.log()
+
+
+# --------------------------------------------------------------------------
+# 6. under systemd: socket activation and the notify protocol
+
+def test_upgrade_under_systemd(notify, exe, builds, tmp_path):
+    """Sockets passed by systemd (LISTEN_FDS) carry over like bound ones;
+    RELOADING=1 when an upgrade starts, READY=1 once the new binary's
+    workers serve (or at once when it failed); the pid never changes, so
+    no MAINPID= naming another process."""
+    from test_systemd import WRAPPER, dgram, listener, sequence
+    t, u, st = listener(), dgram(), listener()
+    ports = [s.getsockname()[1] for s in (t, u, st)]
+    log_path = str(tmp_path / "upperd.log")
+    env = dict(os.environ, LISTEN_FDS="3", LISTEN_FDNAMES="tcp:udp:stats",
+               NOTIFY_SOCKET=notify.env)
+    cmd = ([sys.executable, "-c", WRAPPER, "3"] +
+           [str(s.fileno()) for s in (t, u, st)] +
+           [exe, "--log-file", log_path, "--workers", "2"])
+    with open(str(tmp_path / "upperd.stderr"), "wb") as err:
+        proc = subprocess.Popen(cmd, env=env, pass_fds=[s.fileno() for s in
+                                                         (t, u, st)],
+                                stdin=subprocess.DEVNULL, stdout=err,
+                                stderr=err)
+    for s in (t, u, st):
+        s.close()  # upperd holds its own copies
+    try:
+        notify.wait("READY")
+        pids = {w["pid"] for w in get_stats(ports[2])["workers"]}
+        install(builds[NEW_A], exe)
+        os.kill(proc.pid, signal.SIGUSR2)
+        notify.wait("RELOADING")
+        notify.wait("READY", 2)
+        doc = get_stats(ports[2])
+        assert doc["upgrades"]["ok"] == 1 and doc["version"] == NEW_A
+        assert doc["pid"] == proc.pid
+        assert not pids & {w["pid"] for w in doc["workers"]}
+        assert tcp_roundtrip(ports[0], b"activated") == b"ACTIVATED"
+        assert udp_roundtrip(ports[1], b"activated") == b"ACTIVATED"
+        # a failed one: RELOADING, then READY again at once
+        install_script(exe, "#!/bin/sh\nexit 1\n")
+        os.kill(proc.pid, signal.SIGUSR2)
+        notify.wait("RELOADING", 2)
+        notify.wait("READY", 3)
+        assert get_stats(ports[2])["upgrades"] == {"ok": 1, "failed": 1}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    notify.wait("STOPPING")
+    seq = [k for k in sequence(notify) if k != "STATUS"]
+    assert seq == ["READY", "RELOADING", "READY", "RELOADING", "READY",
+                   "STOPPING"], seq
+    assert all(m["MAINPID"] == str(proc.pid) for _, m in
+               notify.with_key("MAINPID")), notify.all()
+    with open(log_path) as f:
+        log = f.read()
+    assert len(log_matches(log, r"^upgraded from upperd ")) == 1, log
+    assert conftest.SANITIZER_MARKERS[0] not in log
