@@ -18,8 +18,9 @@ extern char **environ;
 
 static char *ptl_start, *ptl_end; /* the writable area, [start, end) */
 /* The copies stay referenced from here, even after setenv swaps environ
- * for an array of its own (they are not leaks). */
-static char **ptl_argv, **ptl_env;
+ * for an array of its own (they are not leaks); volatile, or the compiler
+ * drops the stores, which nothing reads back. */
+static char **volatile ptl_argv, **volatile ptl_env;
 
 /* End of the area from p on: each next string must start right after. */
 static char *
