@@ -303,34 +303,40 @@ upg_get_proc(struct upg_rd *r, struct upg_state *out, unsigned nslots)
 	return UPG_OK;
 }
 
-/* Exactly one table, at most one pid file; every fd a plain non-negative
- * number, each once. */
+/* How many fds of each kind may come: one table, at most one pid file
+ * and one stats listener, CFG_MAX_ADDRS TCP and UDP sockets. */
+static unsigned
+upg_fd_max(uint32_t kind)
+{
+	return kind == UPG_FD_TCP || kind == UPG_FD_UDP ? CFG_MAX_ADDRS : 1;
+}
+
+/* Every fd a plain non-negative number, each once, of a known kind, no
+ * more of a kind than the supervisor holds, and the table among them. */
 static int
 upg_get_fds(struct upg_rd *r, struct upg_state *out)
 {
-	unsigned i, j, ntab = 0, npid = 0;
-	uint32_t n = upg_get_u32(r);
+	unsigned i, j, count[UPG_FD_LAST + 1] = { 0 };
+	uint32_t n = upg_get_u32(r), kind;
 
 	if (r->bad)
 		return UPG_E_SHORT;
 	if (n > UPG_MAX_FDS)
 		return UPG_E_RANGE;
 	for (i = 0; i < n; i++) {
-		out->fd[i].kind = upg_get_u32(r);
+		kind = out->fd[i].kind = upg_get_u32(r);
 		out->fd[i].fd = (int32_t)upg_get_u32(r);
 		if (r->bad)
 			return UPG_E_SHORT;
-		if (out->fd[i].kind < UPG_FD_TABLE ||
-		    out->fd[i].kind > UPG_FD_LAST || out->fd[i].fd < 0)
+		if (kind < UPG_FD_TABLE || kind > UPG_FD_LAST ||
+		    out->fd[i].fd < 0 || ++count[kind] > upg_fd_max(kind))
 			return UPG_E_RANGE;
-		ntab += out->fd[i].kind == UPG_FD_TABLE;
-		npid += out->fd[i].kind == UPG_FD_PIDFILE;
 		for (j = 0; j < i; j++)
 			if (out->fd[j].fd == out->fd[i].fd)
 				return UPG_E_RANGE;
 	}
 	out->nfds = n;
-	return ntab == 1 && npid <= 1 ? UPG_OK : UPG_E_RANGE;
+	return count[UPG_FD_TABLE] == 1 ? UPG_OK : UPG_E_RANGE;
 }
 
 /* A slot's active and next name live processes of that slot, distinct. */

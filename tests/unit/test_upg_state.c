@@ -183,6 +183,30 @@ test_dangling_slot(void **state)
 	free(buf);
 }
 
+/* More sockets of a kind than the supervisor can hold are refused. */
+static void
+test_too_many_sockets(void **state)
+{
+	struct upg_fd many[CFG_MAX_ADDRS + 2];
+	unsigned char *buf;
+	unsigned i;
+	size_t len;
+
+	(void)state;
+	fixture();
+	many[0] = (struct upg_fd){ UPG_FD_TABLE, 3 };
+	for (i = 1; i < CFG_MAX_ADDRS + 2; i++)
+		many[i] = (struct upg_fd){ UPG_FD_TCP, (int32_t)(3 + i) };
+	buf = upg_encode(&sup, many, CFG_MAX_ADDRS + 1, &len);
+	assert_non_null(buf);
+	assert_int_equal(upg_decode(buf, len, &st), UPG_OK);
+	free(buf);
+	buf = upg_encode(&sup, many, CFG_MAX_ADDRS + 2, &len);
+	assert_non_null(buf);
+	assert_int_equal(upg_decode(buf, len, &st), UPG_E_RANGE);
+	free(buf);
+}
+
 /* What a decode that succeeded promises the supervisor. */
 static void
 check_sane(const struct upg_state *s)
@@ -257,6 +281,7 @@ main(void)
 		cmocka_unit_test(test_truncated_and_extended),
 		cmocka_unit_test(test_other_layout),
 		cmocka_unit_test(test_dangling_slot),
+		cmocka_unit_test(test_too_many_sockets),
 		cmocka_unit_test(test_random_damage),
 	};
 
