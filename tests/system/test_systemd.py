@@ -134,20 +134,21 @@ def test_notify_sequence(upperd, notify, monkeypatch):
 
 
 def test_watchdog_cadence_and_stuck_loop(upperd, notify, monkeypatch):
-    """WATCHDOG_USEC=1s: pings well within every 0.5 s; none while the
-    supervisor is stopped (its loop does not turn), again after CONT."""
+    """WATCHDOG_USEC=2s: pings well within every 1 s (half of it; they
+    come every ~0.5 s, so a loaded machine's delays still fit); none while
+    the supervisor is stopped (its loop does not turn), again after CONT."""
     monkeypatch.setenv("NOTIFY_SOCKET", notify.env)
-    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
     d = upperd(workers=1)
-    pings = notify.wait("WATCHDOG", 8)
+    pings = notify.wait("WATCHDOG", 6)
     times = [t for t, _ in pings]
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert max(gaps) <= 0.5, gaps
+    assert max(gaps) <= 1.0, gaps
     os.kill(d.pid, signal.SIGSTOP)
     try:
         stopped_at = time.monotonic()
         # The measurement itself: an interval with no ping expected.
-        time.sleep(1.2)
+        time.sleep(1.5)
         during = [t for t, _ in notify.with_key("WATCHDOG")
                   if t > stopped_at + 0.05]
     finally:
