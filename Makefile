@@ -312,11 +312,13 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS  := -std=c17 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
                 $(WARN) -Iinclude -Isupervisor -MMD -MP $(FUZZ_SAN) \
                 -fsanitize=fuzzer-no-link
-FUZZ_HARNESSES := upcase gate config
+FUZZ_HARNESSES := upcase gate config upg act
 FUZZ_BINS    := $(patsubst %,$(FUZZ_OUT)/bin/fuzz_%,$(FUZZ_HARNESSES))
 FUZZ_upcase_OBJS := workers/upcase.o
 FUZZ_gate_OBJS   := supervisor/gate_line.o supervisor/http_route.o
 FUZZ_config_OBJS := $(TEST_config_OBJS)
+FUZZ_upg_OBJS    := $(TEST_upg_state_OBJS)
+FUZZ_act_OBJS    := $(TEST_act_OBJS)
 # What a harness run is given: a time-out per input, a memory cap, and the
 # harness's dictionary when it has one.
 FUZZ_RUN = -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
