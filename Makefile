@@ -83,7 +83,7 @@ DEB_TEST  += default-jdk-headless nodejs
 DEB_TEST  += clang-14 libclang-rt-14-dev libfuzzer-14-dev valgrind
 
 .PHONY: all run test check unit system asan bench profile deps deps-build format \
-        format-check clean fuzz fuzz-build fuzz-short valgrind install uninstall deb stamped FORCE
+        format-check clean fuzz fuzz-build fuzz-short valgrind soak install uninstall deb stamped FORCE
 
 all: $(BIN)/upperd $(BIN)/upper $(BIN)/upper-bench $(BIN)/upper-ref
 
@@ -295,6 +295,14 @@ valgrind: all $(UNIT_BINS)
 	        { cat build/valgrind-$$(basename $$t).log; exit 1; }; done
 	timeout 300 $(PYTHON) tests/valgrind_smoke.py $(CURDIR)/$(BIN) \
 	    $(CURDIR)/build/valgrind $(VALGRIND_SUPP)
+
+# make soak: SOAK_S seconds of mixed traffic with workers killed, HUPs and
+# TTIN/TTOU, sampling every process's RSS and fds (tests/soak/soak.py).  A
+# benchmark: not part of make test.
+SOAK_S ?= 600
+
+soak: all
+	$(PYTHON) tests/soak/soak.py $(CURDIR)/$(BIN) $(SOAK_S)
 
 # libFuzzer harnesses (tests/fuzz/): each parser or transform is compiled
 # again by clang with the fuzzer's coverage and ASan+UBSan into
