@@ -378,24 +378,42 @@ sup_http_load(struct sup *s, const struct cfg *c, char *err, size_t errlen)
 	return 0;
 }
 
-/* Is the stats address one only this machine reaches? */
+/* Is the stats socket bound where only this machine reaches it?  Asked
+ * of the socket, so an inherited one (socket activation) counts too. */
 static int
-http_loopback(const char *addr)
+http_loopback(int fd)
 {
 	struct sockaddr_storage ss;
-	socklen_t len;
+	socklen_t len = sizeof(ss);
 	const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&ss;
-	const unsigned char *b = v6->sin6_addr.s6_addr;
+	const struct sockaddr_in *v4 = (const struct sockaddr_in *)&ss;
 
-	if (net_parse_addr(addr, &ss, &len) == -1)
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
 		return 0;
 	if (ss.ss_family == AF_INET)
-		return ntohl(((const struct sockaddr_in *)&ss)
-		                 ->sin_addr.s_addr) >>
-		    24 ==
-		    127;
+		return ntohl(v4->sin_addr.s_addr) >> 24 == 127;
+	if (ss.ss_family != AF_INET6)
+		return 1; /* a unix socket */
 	return IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr) ||
-	    (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr) && b[12] == 127);
+	    (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr) &&
+	        v6->sin6_addr.s6_addr[12] == 127);
+}
+
+/* Once per process (a failed upgrade restarts the daemon): an endpoint
+ * the network reaches, with no credentials asked, is worth a warning. */
+static void
+http_warn_open(const struct sup *s)
+{
+	static int warned;
+	char where[CFG_ADDR_MAX];
+
+	if (warned || http_auth != NULL || http_loopback(s->stats_fd))
+		return;
+	warned = 1;
+	net_local_name(s->stats_fd, where, sizeof(where));
+	log_warnx("stats endpoint %s is not on loopback and has no "
+	          "--stats-auth: whoever reaches it reads it",
+	    where);
 }
 
 int
@@ -404,10 +422,7 @@ sup_http_start(struct sup *s)
 	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
 	    MHD_USE_NO_LISTEN_SOCKET;
 
-	if (http_auth == NULL && !http_loopback(s->cfg.stats))
-		log_warnx("stats endpoint %s is not on loopback and has no "
-		          "--stats-auth: whoever reaches it reads it",
-		    s->cfg.stats);
+	http_warn_open(s);
 	gate_init(http_tls != NULL);
 	/* The logger first: libmicrohttpd writes whatever it logs before
 	 * this option raw to stderr, and warns when it is not first. */

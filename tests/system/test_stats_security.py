@@ -425,6 +425,34 @@ def test_flood_does_not_delay_tls_scrapes(upperd, pki, users):
             s.close()
 
 
+def test_slow_requests_after_the_handshake(upperd, pki, users):
+    """Over TLS the gate hands a connection on with its ClientHello, so
+    clients that finish the handshake and then trickle their request are
+    held by libmicrohttpd (up to HTTP_TLS_CONN_LIMIT, each until its idle
+    timeout): a few hundred of them leave scrapes on time."""
+    cert, key = pki.server("srv")
+    path, pw = users
+    ctx = pki.context()
+    d = start(upperd, cert, key, path, ctx)
+    user = "alice:" + pw["alice"]
+    paths = ("/healthz", "/metrics")
+    base = {p: max(curl_https(d.stats_port, p, pki.ca, user)[1]
+                   for _ in range(5)) for p in paths}
+    slow = []
+    try:
+        for _ in range(300):
+            s = ctx.wrap_socket(tcp_connect(d.stats_port),
+                                server_hostname="127.0.0.1")
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            slow.append(s)
+        rounds = within_bound(
+            lambda p: curl_https(d.stats_port, p, pki.ca, user), base)
+        print("300 slow TLS requests: without %r, with %r" % (base, rounds))
+    finally:
+        for s in slow:
+            s.close()
+
+
 # --------------------------------------------------------------------------
 # a real Prometheus
 
