@@ -768,6 +768,31 @@ cfg_read_lines(struct cfg *c, FILE *f, const char *path, char *err,
 	return r;
 }
 
+/* Longest config file read: a real one is a few hundred bytes, and a
+ * path naming /dev/zero or a huge file must end in an error, not in an
+ * endless read. */
+#define CFG_FILE_MAX (1024 * 1024)
+
+/* Read all of f, at most CFG_FILE_MAX bytes, into a malloc'd buffer; NULL
+ * with errno set (EFBIG past the limit). */
+static char *
+cfg_slurp(FILE *f, size_t *len)
+{
+	char *buf = malloc(CFG_FILE_MAX + 1);
+	int e;
+
+	if (buf == NULL)
+		return NULL;
+	*len = fread(buf, 1, CFG_FILE_MAX + 1, f);
+	if (ferror(f) || *len > CFG_FILE_MAX) {
+		e = ferror(f) ? errno : EFBIG;
+		free(buf);
+		errno = e;
+		return NULL;
+	}
+	return buf;
+}
+
 /*
  * Exists for cfg_load (and tests): read the --config file into c.  The
  * file is all or nothing: on any error c is left as it was.
@@ -777,13 +802,28 @@ cfg_parse_file(struct cfg *c, const char *path, char *err, size_t errlen)
 {
 	struct cfg n = *c;
 	FILE *f;
-	int r;
+	char *buf;
+	size_t len;
+	int r, e;
 
 	/* "e": O_CLOEXEC, so nothing ever exec'd can inherit it. */
 	if ((f = fopen(path, "re")) == NULL)
 		return cfg_file_error(path, errno, err, errlen);
-	r = cfg_read_lines(&n, f, path, err, errlen);
+	buf = cfg_slurp(f, &len);
+	e = errno;
 	fclose(f);
+	if (buf == NULL)
+		return cfg_file_error(path, e, err, errlen);
+	/* the lines are parsed from memory; an empty file sets nothing */
+	if (len == 0)
+		r = 0;
+	else if ((f = fmemopen(buf, len, "r")) == NULL)
+		r = cfg_file_error(path, errno, err, errlen);
+	else {
+		r = cfg_read_lines(&n, f, path, err, errlen);
+		fclose(f);
+	}
+	free(buf);
 	if (r == 0)
 		*c = n;
 	return r;

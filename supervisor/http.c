@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -165,21 +166,39 @@ http_authorized(struct MHD_Connection *conn)
 	return v == AUTH_OK;
 }
 
+/* Counts the Host header lines into *cls (an iterator that returns
+ * MHD_NO would end the iteration). */
+static enum MHD_Result
+http_count_host(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
+{
+	(void)kind;
+	(void)value;
+	if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0)
+		++*(int *)cls;
+	return MHD_YES;
+}
+
 static enum MHD_Result
 http_handler(void *cls, struct MHD_Connection *conn, const char *url,
     const char *method, const char *version, const char *upload,
     size_t *upload_len, void **req)
 {
 	struct sup *s = cls;
+	int hosts;
 
 	(void)upload;
 	(void)upload_len;
 	(void)req;
-	/* RFC 9112 3.2: an HTTP/1.1 request without Host is a 400. */
-	if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
-	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-	        MHD_HTTP_HEADER_HOST) == NULL)
-		return http_text(conn, MHD_HTTP_BAD_REQUEST, "no host\n");
+	/* RFC 9112 3.2: an HTTP/1.1 request without Host, and any request
+	 * with more than one, is a 400. */
+	hosts = 0;
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, http_count_host,
+	    &hosts);
+	if (hosts > 1 ||
+	    (hosts == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0))
+		return http_text(conn, MHD_HTTP_BAD_REQUEST,
+		    hosts > 1 ? "more than one host\n" : "no host\n");
 	url = http_route_path(url);
 	if (strcmp(url, "/healthz") != 0 && !http_authorized(conn))
 		return http_text(conn, MHD_HTTP_UNAUTHORIZED,

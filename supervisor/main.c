@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -211,6 +212,22 @@ setup(struct sup *s, int argc, char **argv)
 	drop_privileges(pw);
 }
 
+/* UPG_ENV_FD's value: a stray or mistyped one ("abc" was fd 0 to atoi,
+ * and a start then waited on standard input) is a start error. */
+static int
+restore_fd(const char *v)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < 0 || n > INT_MAX)
+		die(1, "upgrade: %s is not a file descriptor number",
+		    UPG_ENV_FD);
+	return (int)n;
+}
+
 /*
  * The image a binary upgrade executed (UPG_ENV_FD set): as its probe, try
  * and exit; in charge, take the old image's state over instead of binding
@@ -240,7 +257,7 @@ restore(struct sup *s, int argc, char **argv)
 		die(1, "upgrade: cannot open log file %s: %s", s->cfg.log_file,
 		    strerror(errno));
 	sup_apply_sched(&s->cfg);
-	if (upg_restore(s, atoi(fd), err, sizeof(err)) == -1)
+	if (upg_restore(s, restore_fd(fd), err, sizeof(err)) == -1)
 		die(1, "upgrade: %s", err);
 	return 1;
 }

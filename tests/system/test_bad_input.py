@@ -10,15 +10,18 @@ import random
 import select
 import signal
 import socket
+import struct
+import subprocess
 import threading
 import time
 
 import pytest
 
 from conftest import (UPPERD, children_of, free_port, http_get, http_raw,
-                      is_upperd, port_is_free, recv_exactly, rss_kib,
-                      run_expect_exit, tcp_connect, tcp_roundtrip, ucase,
-                      udp_roundtrip, wait_until, assert_no_sanitizer)
+                      is_upperd, port_is_free, recv_exactly, recv_until_eof,
+                      rss_kib, run_expect_exit, status_of, tcp_connect,
+                      tcp_roundtrip, ucase, udp_roundtrip, wait_until,
+                      assert_no_sanitizer)
 
 
 def addr_args():
@@ -353,3 +356,219 @@ def test_http_garbage_flood(daemon):
     assert udp_roundtrip(daemon.udp_port, b"still") == b"STILL"
     st, _, body = http_get(daemon.stats_port, "/healthz")
     assert st == 200
+
+
+# --------------------------------------------------------------------------
+# Classes added with the fuzzing round (README "Bad input"): each names
+# what is sent, what must come of it, and that the service is undisturbed.
+
+@pytest.mark.parametrize("kind", ["directory", "nul", "long-value",
+                                  "config-key", "endless"])
+def test_config_file_that_is_not_a_config(tmp_path, kind):
+    """A directory, a NUL byte, an over-long value, a "config" key inside
+    the file, and a file that never ends (/dev/zero: it was read forever):
+    one line naming the file, exit 2, promptly."""
+    if kind == "directory":
+        conf = str(tmp_path)
+    elif kind == "endless":
+        conf = "/dev/zero"
+    else:
+        conf = str(tmp_path / "upperd.conf")
+        with open(conf, "wb") as f:
+            f.write({"nul": b"workers = 2\x00\n",
+                     "long-value": b"user = " + b"a" * 100000 + b"\n",
+                     "config-key": b"config = /etc/other.conf\n"}[kind])
+    p, s, args = addr_args()
+    t0 = time.monotonic()
+    r = run_expect_exit(args + ["-c", conf], timeout=10)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    line = assert_one_line(r.stderr)
+    assert conf in line, line
+    assert time.monotonic() - t0 < 10
+    assert_nothing_left(p, s)
+
+
+def test_upgrade_fd_variable_that_is_no_number():
+    """UPPERD_UPGRADE_FD left in the environment with a non-number: it was
+    fd 0 to atoi, and upperd waited on standard input for a state.  Now
+    one line and exit 1, whatever standard input holds."""
+    p, s, args = addr_args()
+    env = dict(os.environ, UPPERD_UPGRADE_FD="abc")
+    proc = subprocess.Popen([UPPERD] + args, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    try:
+        out, err = proc.communicate(timeout=8)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=10)
+        raise AssertionError("upperd waited with UPPERD_UPGRADE_FD=abc")
+    assert proc.returncode == 1, (proc.returncode, err)
+    line = assert_one_line(err.decode("utf-8", "replace"))
+    assert "UPPERD_UPGRADE_FD" in line, line
+    assert_nothing_left(p, s)
+
+
+def test_listen_pid_of_another_process_is_ignored(upperd):
+    """LISTEN_FDS meant for another process (LISTEN_PID not ours): upperd
+    binds its configured addresses and serves."""
+    old = {k: os.environ.get(k) for k in ("LISTEN_PID", "LISTEN_FDS")}
+    os.environ.update(LISTEN_PID="1", LISTEN_FDS="3")
+    try:
+        d = upperd(workers=1)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert tcp_roundtrip(d.tcp_port, b"bound") == b"BOUND"
+    assert udp_roundtrip(d.udp_port, b"bound") == b"BOUND"
+
+
+def test_http_two_host_headers_is_400(daemon):
+    """RFC 9112 3.2: more than one Host line is a 400 (it was a 200), in
+    HTTP/1.1 and 1.0 alike; one Host is still served."""
+    for version in (b"1.1", b"1.0"):
+        raw = http_raw(daemon.stats_port, b"GET /healthz HTTP/" + version +
+                       b"\r\nHost: a\r\nhost: b\r\n\r\n")
+        assert status_of(raw) == 400, raw[:200]
+    raw = http_raw(daemon.stats_port,
+                   b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert status_of(raw) == 200, raw[:200]
+
+
+@pytest.mark.parametrize("payload,want", [
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    (b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505),
+    (bytes.fromhex("16030100a5010000a10303") + b"\x00" * 100, 400),
+    (b"POST /stats HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+     405),
+    (b"POST /stats HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+     b"\r\n5\r\nhello\r\n0\r\n\r\n", 405),
+    (b"PUT /metrics HTTP/1.1\r\nHost: a\r\n"
+     b"Content-Length: 99999999999999999999\r\n\r\n", 413),
+    (b"GET /healthz HTTP/1.1\r\nHost a\r\nno colon here\r\n\r\n", 400),
+], ids=["http2-preface", "http3", "tls-hello", "post-body", "chunked-body",
+        "huge-content-length", "header-without-colon"])
+def test_http_other_protocols_and_bodies(daemon, payload, want):
+    """Other protocols and request bodies on the plain stats port get
+    their 4xx/5xx, and the endpoint and the service go on."""
+    workers = daemon.worker_pids()
+    raw = http_raw(daemon.stats_port, payload)
+    assert status_of(raw) == want, raw[:300]
+    st, _, body = http_get(daemon.stats_port, "/healthz")
+    assert (st, body) == (200, b"ok")
+    assert daemon.worker_pids() == workers
+
+
+def test_tcp_resets_and_empty_connections(daemon):
+    """Clients that reset mid-stream (SO_LINGER 0 with a reply unread) and
+    clients that connect and close at once: the workers stay, every
+    connection is counted and none stays open."""
+    workers = daemon.worker_pids()
+    before = daemon.stats()["totals"]["tcp_connections_accepted"]
+    for _ in range(50):
+        s = socket.create_connection(("127.0.0.1", daemon.tcp_port),
+                                     timeout=5)
+        s.sendall(b"x" * 100000)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                     struct.pack("ii", 1, 0))
+        s.close()
+    for _ in range(200):
+        socket.create_connection(("127.0.0.1", daemon.tcp_port),
+                                 timeout=5).close()
+    assert tcp_roundtrip(daemon.tcp_port, b"after") == b"AFTER"
+
+    def settled():
+        t = daemon.stats()["totals"]
+        return (t["tcp_connections_accepted"] - before == 251 and
+                t["tcp_connections_active"] == 0)
+    wait_until(settled, 10, msg="251 connections counted, none open")
+    assert daemon.worker_pids() == workers
+
+
+def test_udp_reply_to_a_closed_port(daemon):
+    """Datagrams whose sender is gone when the reply leaves (ICMP port
+    unreachable comes back): the workers go on answering."""
+    workers = daemon.worker_pids()
+    for _ in range(100):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.sendto(b"gone" * 25, ("127.0.0.1", daemon.udp_port))
+        u.close()
+    wait_until(lambda: daemon.stats()["totals"]["udp_datagrams_received"]
+               >= 100, 10, msg="the 100 datagrams received")
+    assert udp_roundtrip(daemon.udp_port, b"still here") == b"STILL HERE"
+    assert daemon.worker_pids() == workers
+
+
+def test_max_conns_rejects_and_counts(upperd):
+    """Past --max-conns a new connection is closed at once and counted in
+    tcp_connections_rejected, not in accepted; the open ones still work."""
+    d = upperd(workers=1, max_conns=3)
+    held = [tcp_connect(d.tcp_port) for _ in range(3)]
+    try:
+        for i, s in enumerate(held):
+            s.sendall(b"c%d" % i)
+            assert recv_exactly(s, 2) == b"C%d" % i
+        extra = tcp_connect(d.tcp_port)
+        try:
+            extra.sendall(b"x")
+        except OSError:
+            pass
+        assert recv_until_eof(extra, timeout=10) == b""
+        extra.close()
+        t = d.stats()["totals"]
+        assert t["tcp_connections_rejected"] == 1, t
+        assert t["tcp_connections_accepted"] == 3, t
+        held[0].sendall(b"ok")
+        assert recv_exactly(held[0], 2) == b"OK"
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_hup_burst_settles(daemon):
+    """Twenty HUPs at once: upperd settles on the configured workers, all
+    serving, with no process left over."""
+    for _ in range(20):
+        daemon.send_signal(signal.SIGHUP)
+
+    def settled():
+        doc = daemon.stats()
+        kids = children_of(daemon.pid)
+        return (doc["workers_running"] == 2 and len(kids) == 2 and
+                [w["state"] for w in doc["workers"]] == ["running"] * 2)
+    wait_until(settled, 60, interval=0.2, msg="2 workers after 20 HUPs")
+    assert tcp_roundtrip(daemon.tcp_port, b"calm") == b"CALM"
+    assert daemon.alive()
+
+
+def test_ttou_never_below_one(upperd):
+    d = upperd(workers=1)
+    pid = d.worker_pids()
+    for k in range(1, 4):  # one at a time: pending signals merge
+        d.send_signal(signal.SIGTTOU)
+        wait_until(lambda: d.log().count("TTOU ignored") == k, 10,
+                   msg="refused TTOU %d logged" % k)
+    doc = d.stats()
+    assert doc["workers_configured"] == 1 and doc["workers_running"] == 1
+    assert d.worker_pids() == pid
+    assert udp_roundtrip(d.udp_port, b"one") == b"ONE"
+
+
+def test_hup_with_config_file_removed(upperd, tmp_path):
+    """The config file gone at reload: a rejected reload, logged, the
+    running workers kept."""
+    conf = tmp_path / "upperd.conf"
+    conf.write_text("workers = 2\n")
+    d = upperd(workers=None, config=str(conf))
+    pids = d.worker_pids()
+    conf.unlink()
+    d.send_signal(signal.SIGHUP)
+    wait_until(lambda: any("reload failed" in ln and "upperd.conf" in ln
+                           for ln in d.log().splitlines()), 10,
+               msg="the reload refused, naming the file")
+    assert d.alive()
+    assert d.worker_pids() == pids
+    assert tcp_roundtrip(d.tcp_port, b"kept") == b"KEPT"
