@@ -114,10 +114,13 @@ gate_close(int fd)
 	close(fd);
 }
 
+/* Answer and close; over TLS only close: a plaintext answer is noise to
+ * a TLS client (and the gate cannot speak TLS). */
 static void
 gate_reply(int fd, const char *reply, size_t len)
 {
-	(void)!send(fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (!gate_tls_on)
+		(void)!send(fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	gate_close(fd);
 }
 

@@ -379,6 +379,37 @@ def test_plain_http_to_the_tls_port(upperd, pki, users):
             s.close()
 
 
+def test_timed_out_tls_connections_get_no_plaintext(upperd, pki, users):
+    """The gate's timeout (10 s) closes a connection that never sent its
+    ClientHello, and one that sent half of it, without the plaintext 408
+    a TLS client could not read."""
+    cert, key = pki.server("srv")
+    path, pw = users
+    ctx = pki.context()
+    d = start(upperd, cert, key, path, ctx)
+    silent = tcp_connect(d.stats_port, timeout=20)
+    half = tcp_connect(d.stats_port, timeout=20)
+    half.sendall(b"\x16\x03\x01\x02\x00\x01\x00")
+    try:
+        t0 = time.monotonic()
+        for s in (silent, half):
+            got = b""
+            try:
+                while True:  # until the server closes (bounded: timeout)
+                    b = s.recv(4096)
+                    if not b:
+                        break
+                    got += b
+            except ConnectionResetError:
+                pass
+            assert got == b"", got[:80]
+        assert time.monotonic() - t0 < 14
+    finally:
+        silent.close()
+        half.close()
+    assert https_get(d.stats_port, "/healthz", ctx)[0] == 200
+
+
 def curl_https(port, path, ca, user=None):
     """(status, seconds) of a curl over HTTPS: its own time to the last
     byte, handshake included."""
