@@ -6,7 +6,8 @@
 #   make test       install what is missing, build, run every test, then
 #                   the whole suite again under ASan+UBSan
 #   make asan       only the sanitizer run
-#   make bench      the benchmark (upperd against a reference server)
+#   make bench      the benchmark (upperd against a reference server), then
+#                   the engine comparison and curves (make bench-engines)
 #   make profile    perf profiles of the scenarios upperd misses
 
 PREFIX  ?= /usr/local
@@ -30,7 +31,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c17 -D_GNU_SOURCE $(WARN) -Iinclude -MMD -MP
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-LDLIBS  := -lunistring -lm
+LDLIBS  := -lunistring -lm -luring
 
 ifeq ($(SAN),1)
 OUT     := build/asan
@@ -67,7 +68,7 @@ TEST_act_OBJS     := supervisor/act_classify.o
 PYTHON ?= /usr/bin/python3
 # What building needs (make run), and what the tests need on top (make test).
 DEB_BUILD := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config \
-             libgnutls28-dev libcrypt-dev libsystemd-dev
+             libgnutls28-dev libcrypt-dev libsystemd-dev liburing-dev
 # What make deb needs on top of DEB_BUILD (debian/control's Build-Depends).
 DEB_PKG   := debhelper dpkg-dev fakeroot lintian
 DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium \
@@ -81,11 +82,16 @@ DEB_TEST  += openssl
 DEB_TEST  += default-jdk-headless nodejs
 # make fuzz and make valgrind (both in make check)
 DEB_TEST  += clang-14 libclang-rt-14-dev libfuzzer-14-dev valgrind
+# make bench's peers and pictures (tests/bench/engines.sh).
+DEB_BENCH := gnuplot-nox memcached redis-server
 
+
+.PHONY: system-uring bench-engines
 .PHONY: all run test check unit system asan bench profile deps deps-build format \
         format-check clean fuzz fuzz-build fuzz-short valgrind soak install uninstall deb stamped FORCE
 
-all: $(BIN)/upperd $(BIN)/upper $(BIN)/upper-bench $(BIN)/upper-ref
+all: $(BIN)/upperd $(BIN)/upper $(BIN)/upper-bench $(BIN)/upper-ref \
+    $(BIN)/upper-ref-uring
 
 $(BIN)/upperd: $(UPPERD_OBJS) | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
@@ -125,6 +131,16 @@ $(BIN)/upper-ref: $(OUT)/tools/upper-ref.o $(OUT)/common/net.o \
     $(OUT)/workers/upcase.o | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ -lunistring
 
+# The same, with io_uring: the limit of the completion model.
+$(BIN)/upper-ref-uring: $(OUT)/tools/upper-ref-uring.o $(OUT)/common/net.o \
+    $(OUT)/workers/upcase.o | $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ -lunistring -luring
+
+# Fixed request, fixed-length reply: the engine bench's load for upperd,
+# the references and the peers (memcached, Redis).
+$(BIN)/peer-rr: $(OUT)/tests/bench/peer_rr.o | $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^
+
 # The transform alone, on one core (make bench prints it).
 $(BIN)/upcase-speed: $(OUT)/tests/bench/upcase_speed.o $(OUT)/workers/upcase.o \
     | $(BIN)
@@ -158,7 +174,7 @@ test: deps
 asan: deps
 	$(MAKE) SAN=1 check
 
-check: format-check all unit system $(CHECK_HARDEN)
+check: format-check all unit system system-uring $(CHECK_HARDEN)
 
 # The fuzzers and memcheck build their own way: they run once, in the plain
 # pass of make test.
@@ -174,8 +190,21 @@ system: all
 	cd tests/system && UPPERD_BIN=$(CURDIR)/$(BIN) timeout 900 \
 	    $(PYTHON) -m pytest -x -q -p no:cacheprovider $(PYTEST_ARGS) .
 
-bench: deps all $(BIN)/upcase-speed $(BIN)/upperd-scrape
+# The same suite with every upperd on the io_uring engine.
+system-uring: all
+	cd tests/system && UPPERD_IO_ENGINE=io_uring UPPERD_BIN=$(CURDIR)/$(BIN) \
+	    timeout 900 $(PYTHON) -m pytest -x -q -p no:cacheprovider \
+	    $(PYTEST_ARGS) .
+
+bench: deps all $(BIN)/upcase-speed $(BIN)/upperd-scrape $(BIN)/peer-rr
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_BENCH)"
 	BIN=$(CURDIR)/$(BIN) tests/bench/run_bench.sh
+	BIN=$(CURDIR)/$(BIN) PYTHON=$(PYTHON) tests/bench/engines.sh
+
+# Only the engine comparison and the curves (BENCH_QUICK=1: two minutes).
+bench-engines: all $(BIN)/peer-rr
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_BENCH)"
+	BIN=$(CURDIR)/$(BIN) PYTHON=$(PYTHON) tests/bench/engines.sh
 
 # Where the time goes in (a), (b) and (f), against the reference (perf).
 profile: all

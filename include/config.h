@@ -27,6 +27,9 @@ extern const char upperd_version[];
  * no wakeup preemption) or normal (SCHED_OTHER). */
 enum cfg_sched { CFG_SCHED_AUTO, CFG_SCHED_BATCH, CFG_SCHED_NORMAL };
 
+/* What a worker waits for events with (workers/engine.h). */
+enum cfg_engine { CFG_ENGINE_EPOLL, CFG_ENGINE_URING };
+
 struct cfg {
 	char config[CFG_PATH_MAX]; /* "" = none */
 	unsigned workers;
@@ -43,6 +46,7 @@ struct cfg {
 	unsigned long max_requests; /* 0 = never */
 	enum upc_mode case_mode;
 	enum cfg_sched sched_policy;
+	enum cfg_engine io_engine;
 	enum log_level log_level;
 	char log_file[CFG_PATH_MAX]; /* "" = stderr */
 	char pid_file[CFG_PATH_MAX];

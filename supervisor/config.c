@@ -27,14 +27,15 @@
 
 /* How a setting's text is checked and stored. */
 enum cfg_kind {
-	CFG_KIND_UINT,  /* unsigned field, integer in [min, max] */
-	CFG_KIND_ULONG, /* unsigned long field, integer in [min, max] */
-	CFG_KIND_ADDR,  /* "off", IPV4:PORT or [IPV6]:PORT */
-	CFG_KIND_ADDRS, /* a list of ADDR, or "off" alone (--tcp, --udp) */
-	CFG_KIND_STR,   /* a path or name; min is the shortest length */
-	CFG_KIND_CASE,  /* enum upc_mode */
-	CFG_KIND_LEVEL, /* enum log_level */
-	CFG_KIND_SCHED, /* enum cfg_sched */
+	CFG_KIND_UINT,   /* unsigned field, integer in [min, max] */
+	CFG_KIND_ULONG,  /* unsigned long field, integer in [min, max] */
+	CFG_KIND_ADDR,   /* "off", IPV4:PORT or [IPV6]:PORT */
+	CFG_KIND_ADDRS,  /* a list of ADDR, or "off" alone (--tcp, --udp) */
+	CFG_KIND_STR,    /* a path or name; min is the shortest length */
+	CFG_KIND_CASE,   /* enum upc_mode */
+	CFG_KIND_LEVEL,  /* enum log_level */
+	CFG_KIND_SCHED,  /* enum cfg_sched */
+	CFG_KIND_ENGINE, /* enum cfg_engine */
 };
 
 /* One setting: its long option name (= file key), short option, storage. */
@@ -75,6 +76,7 @@ static const struct cfg_opt cfg_opts[] = {
 	    CFG_MAX_REQUESTS_MAX },
 	{ "case", 0, CFG_KIND_CASE, CFG_NUM(case_mode), 0, 0 },
 	{ "sched-policy", 0, CFG_KIND_SCHED, CFG_NUM(sched_policy), 0, 0 },
+	{ "io-engine", 0, CFG_KIND_ENGINE, CFG_NUM(io_engine), 0, 0 },
 	{ "log-level", 0, CFG_KIND_LEVEL, CFG_NUM(log_level), 0, 0 },
 	{ "log-file", 0, CFG_KIND_STR, CFG_STR(log_file), 0, 0 },
 	{ "pid-file", 0, CFG_KIND_STR, CFG_STR(pid_file), 0, 0 },
@@ -108,6 +110,10 @@ static const char *const cfg_sched_names[] = {
 	[CFG_SCHED_AUTO] = "auto",
 	[CFG_SCHED_BATCH] = "batch",
 	[CFG_SCHED_NORMAL] = "normal",
+};
+static const char *const cfg_engine_names[] = {
+	[CFG_ENGINE_EPOLL] = "epoll",
+	[CFG_ENGINE_URING] = "io_uring",
 };
 static const char *const cfg_level_names[] = {
 	[LOG_LEVEL_ERROR] = "error",
@@ -171,6 +177,11 @@ const char cfg_usage[] =
     "while\n"
     "                             they serve several clients (default: auto)"
     "\n"
+    "      --io-engine ENGINE     epoll or io_uring: what workers wait for "
+    "events\n"
+    "                             with; io_uring falls back to epoll where "
+    "the\n"
+    "                             kernel refuses it (default: epoll)\n"
     "      --log-level LEVEL      error, warn, info or debug (default: info)\n"
     "      --log-file FILE        append logs to FILE, reopened on SIGUSR1;\n"
     "                             empty = standard error (default: standard "
@@ -534,12 +545,14 @@ static const struct {
 	[CFG_KIND_CASE] = { cfg_case_names, CFG_NELEM(cfg_case_names) },
 	[CFG_KIND_LEVEL] = { cfg_level_names, CFG_NELEM(cfg_level_names) },
 	[CFG_KIND_SCHED] = { cfg_sched_names, CFG_NELEM(cfg_sched_names) },
+	[CFG_KIND_ENGINE] = { cfg_engine_names, CFG_NELEM(cfg_engine_names) },
 };
 
 /* The enum fields are stored through their offset as an int index. */
 _Static_assert(sizeof(enum upc_mode) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum cfg_sched) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum cfg_engine) == sizeof(int), "enum size");
 
 static int
 cfg_apply_choice(struct cfg *c, const struct cfg_opt *o, const char *v,
@@ -574,6 +587,7 @@ cfg_apply(struct cfg *c, const struct cfg_opt *o, const char *v, char *why,
 	case CFG_KIND_CASE:
 	case CFG_KIND_LEVEL:
 	case CFG_KIND_SCHED:
+	case CFG_KIND_ENGINE:
 		return cfg_apply_choice(c, o, v, why, whylen);
 	}
 	return -1;

@@ -1,10 +1,12 @@
 /*
- * tcp.c: TCP connections of one worker.  A connection is a byte stream
- * transform: whatever is read is uppercased into the worker's shared
- * output buffer and written straight back.  Only what the client does not
- * take at once is copied into a per-connection buffer, and while that
- * buffer is non-empty the connection is not read: a client that never
- * reads stalls itself (TCP flow control) and costs at most one buffer.
+ * tcp.c: TCP connections of one worker, whatever the engine.  A connection
+ * is a byte stream transform: whatever the engine read is uppercased into
+ * the worker's shared output buffer and handed back to the engine to send.
+ * Only what the client does not take at once is kept per connection
+ * (engine.h's send), and while it is kept the connection is not read: a
+ * client that never reads stalls itself (TCP flow control) and costs at
+ * most one buffer.  Here too: accepting, counting, the idle order and the
+ * idle timeout.
  */
 #include <errno.h>
 #ifdef __SSE2__
@@ -14,7 +16,6 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,7 +23,6 @@
 #include "wrk.h"
 
 #define TCP_ACCEPT_BATCH 64
-#define TCP_READS_PER_EVENT 4
 #define TCP_ACCEPT_PAUSE_NS 100000000ULL /* 100 ms, after fds run out */
 
 static void
@@ -64,21 +64,30 @@ tcp_conn_alloc(struct wrk *w)
 	return c;
 }
 
-static void
+/* Out of the idle order and the counts now; the engine closes the fd
+ * and hands the struct back (tcp_conn_free) when it is done with it. */
+void
 tcp_conn_close(struct wrk *w, struct wconn *c)
 {
-	close(c->fd);
-	free(c->pend);
 	tcp_lru_unlink(&w->lru, c);
 	w->nconns--;
 	ctr_sub(w->cell, CTR_tcp_connections_active, 1);
 	ctr_observe(w->cell, w->now_ns - c->accepted_ns);
+	w->eng->conn_close(w, c);
+}
+
+void
+tcp_conn_free(struct wrk *w, struct wconn *c)
+{
+	free(c->pend);
+	free(c->q);
+	c->pend = c->q = NULL;
 	c->next = w->free_conns;
 	w->free_conns = c;
 }
 
 /* Not idle now: to the tail of the idle order. */
-static void
+void
 tcp_conn_active(struct wrk *w, struct wconn *c)
 {
 	c->last_active_ns = w->now_ns;
@@ -88,7 +97,7 @@ tcp_conn_active(struct wrk *w, struct wconn *c)
 
 /* How much of our output the client's TCP has acknowledged; 0 when
  * unknown (a kernel before 4.2 leaves the field out). */
-static uint64_t
+uint64_t
 tcp_conn_acked(const struct wconn *c)
 {
 	struct tcp_info ti;
@@ -115,21 +124,9 @@ tcp_conn_taking(struct wconn *c)
 	return 1;
 }
 
-static int
-tcp_conn_interest(struct wrk *w, struct wconn *c, uint32_t events)
-{
-	struct epoll_event ev = { .events = events, .data.ptr = c };
-
-	if (c->events == events)
-		return 0;
-	c->events = events;
-	return epoll_ctl(w->ev.ep, EPOLL_CTL_MOD, c->fd, &ev);
-}
-
 static void
 tcp_add(struct wrk *w, int fd)
 {
-	struct epoll_event ev = { .events = EPOLLIN };
 	struct wconn *c;
 
 	if ((c = tcp_conn_alloc(w)) == NULL) {
@@ -138,11 +135,9 @@ tcp_add(struct wrk *w, int fd)
 		return;
 	}
 	c->fd = fd;
-	c->events = EPOLLIN;
 	c->accepted_ns = c->last_active_ns = w->now_ns;
-	ev.data.ptr = c;
-	if (epoll_ctl(w->ev.ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
-		log_warn("epoll_ctl add connection");
+	if (w->eng->conn_add(w, c) == -1) {
+		log_warn("%s: taking a connection on", w->eng->name);
 		close(fd);
 		c->next = w->free_conns;
 		w->free_conns = c;
@@ -157,6 +152,22 @@ tcp_add(struct wrk *w, int fd)
 	wrk_served(w, 1);
 }
 
+/* A connection accepted: taken on unless max-conns is full. */
+static void
+tcp_accepted(struct wrk *w, int fd)
+{
+	if (w->accept_failing) {
+		w->accept_failing = 0;
+		log_info("accept4 succeeds again");
+	}
+	if (w->nconns >= w->cfg->max_conns) {
+		close(fd);
+		ctr_add(w->cell, CTR_tcp_connections_rejected, 1);
+		return;
+	}
+	tcp_add(w, fd);
+}
+
 /*
  * Out of fds or memory: accept4 would fail again at once and leave the
  * connection queued, so stop watching the listener for a while (nginx's
@@ -167,10 +178,13 @@ tcp_add(struct wrk *w, int fd)
  * another worker, or this one a moment later, could serve; when every
  * worker is out, the kernel's backlog makes clients wait, as with nginx.
  * One warning per episode, which ends at the next accept that succeeds.
+ * Other errors (the client gave up meanwhile) change nothing.
  */
 static void
-tcp_accept_pause(struct wrk *w)
+tcp_accept_failed(struct wrk *w, int err)
 {
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+		return;
 	if (!w->accept_failing)
 		log_warn("accept4, not accepting for %llu ms at a time "
 		         "until it succeeds",
@@ -178,92 +192,6 @@ tcp_accept_pause(struct wrk *w)
 	w->accept_failing = 1;
 	w->accept_resume_ns = w->now_ns + TCP_ACCEPT_PAUSE_NS;
 	wrk_listen(w, 0);
-}
-
-/* Accept a batch from listener l; stop early when this worker holds more than its share
- * (another worker takes the rest) or fds run out (tcp_accept_pause). */
-void
-tcp_accept(struct wrk *w, unsigned l)
-{
-	int i, fd;
-
-	for (i = 0; i < TCP_ACCEPT_BATCH && w->listening && l < w->nlfd; i++) {
-		if (!wrk_may_accept(w)) {
-			wrk_listen(w, 0);
-			return;
-		}
-		fd = accept4(w->lfd[l], NULL, NULL,
-		    SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd == -1) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno == EMFILE || errno == ENFILE ||
-			    errno == ENOBUFS || errno == ENOMEM)
-				tcp_accept_pause(w);
-			return;
-		}
-		if (w->accept_failing) {
-			w->accept_failing = 0;
-			log_info("accept4 succeeds again");
-		}
-		if (w->nconns >= w->cfg->max_conns) {
-			close(fd);
-			ctr_add(w->cell, CTR_tcp_connections_rejected, 1);
-			continue;
-		}
-		tcp_add(w, fd);
-	}
-}
-
-/* Write as much of buf as the socket takes now, counting it; returns the
- * bytes written, or -1 when the connection is dead (and closed).  What a
- * send took before a later one failed was sent all the same: counted. */
-static ssize_t
-tcp_write(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t len)
-{
-	size_t off = 0;
-	ssize_t n;
-	int dead = 0;
-
-	while (off < len && !dead) {
-		n = send(c->fd, buf + off, len - off, MSG_NOSIGNAL);
-		if (n > 0)
-			off += (size_t)n;
-		else if (n == -1 && errno == EINTR)
-			continue;
-		else if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			break;
-		else
-			dead = 1;
-	}
-	ctr_add(w->cell, CTR_tcp_bytes_sent, off);
-	if (dead) {
-		tcp_conn_close(w, c);
-		return -1;
-	}
-	return (ssize_t)off;
-}
-
-/* Write what the transform produced; keep the rest for EPOLLOUT.
- * Returns -1 when the connection is dead (and closed). */
-static int
-tcp_send(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t len)
-{
-	ssize_t off = tcp_write(w, c, buf, len);
-
-	if (off == -1)
-		return -1;
-	if ((size_t)off == len)
-		return 0;
-	if ((c->pend = malloc(len - (size_t)off)) == NULL) {
-		tcp_conn_close(w, c);
-		return -1;
-	}
-	c->acked = tcp_conn_acked(c); /* for conn_taking */
-	memcpy(c->pend, buf + off, len - (size_t)off);
-	c->pend_len = (uint32_t)(len - (size_t)off);
-	c->pend_off = 0;
-	return 0;
 }
 
 #ifdef __SSE2__
@@ -321,79 +249,70 @@ tcp_count_newlines(const uint8_t *p, size_t n)
 	return lines;
 }
 
-/* One read's worth; returns 1 to keep reading, 0 to stop, -1 if closed. */
-static int
-tcp_read_once(struct wrk *w, struct wconn *c)
+/*
+ * Listener l is readable: accept a batch; stop early when this worker
+ * holds more than its share (another worker takes the rest) or fds run
+ * out (tcp_accept_failed).  Both engines accept here, with accept4: every
+ * worker watching the listener is woken (not one exclusively), so a
+ * stopped or hung worker cannot sit on a wakeup that another would have
+ * served (io_uring's multishot accept waits exclusively and did).
+ */
+void
+tcp_accept(struct wrk *w, unsigned l)
 {
-	enum upc_mode mode = w->cfg->case_mode;
-	ssize_t n;
+	int i, fd;
+
+	for (i = 0; i < TCP_ACCEPT_BATCH && w->listening && l < w->nlfd; i++) {
+		if (!wrk_may_accept(w)) {
+			wrk_listen(w, 0);
+			return;
+		}
+		fd = accept4(w->lfd[l], NULL, NULL,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			tcp_accept_failed(w, errno);
+			return;
+		}
+		tcp_accepted(w, fd);
+	}
+}
+
+/* n bytes the engine read for c: counted, uppercased, handed back to
+ * the engine to send.  -1 when c is dead (and closed). */
+int
+tcp_input(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t n)
+{
 	size_t out;
 
-	n = recv(c->fd, w->inbuf, WRK_INBUF, 0);
-	if (n > 0) {
-		if (c->work_tick != (uint8_t)w->tick_seq) {
-			c->work_tick = (uint8_t)w->tick_seq;
-			w->tick_work++; /* one more client busy this tick */
-		}
-		ctr_add(w->cell, CTR_tcp_bytes_received, (uint64_t)n);
-		ctr_add(w->cell, CTR_tcp_lines_received,
-		    tcp_count_newlines(w->inbuf, (size_t)n));
-		w->cell->activity_ns = w->now_ns;
-		tcp_conn_active(w, c);
-		out = upc_feed(&c->st, mode, w->inbuf, (size_t)n, w->outbuf);
-		if (tcp_send(w, c, w->outbuf, out) == -1)
-			return -1;
-		return n == WRK_INBUF && c->pend == NULL;
+	if (c->work_tick != (uint8_t)w->tick_seq) {
+		c->work_tick = (uint8_t)w->tick_seq;
+		w->tick_work++; /* one more client busy this tick */
 	}
-	if (n == 0) {
-		c->eof = 1;
-		out = upc_finish(&c->st, w->outbuf);
-		return tcp_send(w, c, w->outbuf, out) == -1 ? -1 : 0;
-	}
-	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+	ctr_add(w->cell, CTR_tcp_bytes_received, (uint64_t)n);
+	ctr_add(w->cell, CTR_tcp_lines_received, tcp_count_newlines(buf, n));
+	w->cell->activity_ns = w->now_ns;
+	tcp_conn_active(w, c);
+	out = upc_feed(&c->st, w->cfg->case_mode, buf, n, w->outbuf);
+	return w->eng->send(w, c, w->outbuf, out);
+}
+
+/* The client shut down its side: the end of a split character goes out,
+ * and c closes once its output is sent.  -1 when c is closed. */
+int
+tcp_input_eof(struct wrk *w, struct wconn *c)
+{
+	size_t out;
+
+	c->eof = 1;
+	out = upc_finish(&c->st, w->outbuf);
+	if (out > 0 && w->eng->send(w, c, w->outbuf, out) == -1)
+		return -1;
+	if (c->pend != NULL)
 		return 0;
 	tcp_conn_close(w, c);
 	return -1;
-}
-
-static int
-tcp_flush(struct wrk *w, struct wconn *c)
-{
-	ssize_t n = tcp_write(w, c, c->pend + c->pend_off,
-	    c->pend_len - c->pend_off);
-
-	if (n == -1)
-		return -1;
-	/* taking our reply: not idle (see tcp_expire_idle) */
-	if (n > 0)
-		tcp_conn_active(w, c);
-	c->pend_off += (uint32_t)n;
-	if (c->pend_off < c->pend_len)
-		return 0;
-	free(c->pend);
-	c->pend = NULL;
-	c->pend_len = c->pend_off = 0;
-	return 0;
-}
-
-void
-tcp_event(struct wrk *w, struct wconn *c, uint32_t events)
-{
-	int i, r = 1;
-
-	if ((events & EPOLLOUT) && tcp_flush(w, c) == -1)
-		return;
-	if (c->pend == NULL && !c->eof &&
-	    (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-		for (i = 0; i < TCP_READS_PER_EVENT && r == 1; i++)
-			if ((r = tcp_read_once(w, c)) == -1)
-				return;
-	if (c->pend == NULL && c->eof) {
-		tcp_conn_close(w, c);
-		return;
-	}
-	if (tcp_conn_interest(w, c, c->pend ? EPOLLOUT : EPOLLIN) == -1)
-		tcp_conn_close(w, c);
 }
 
 /*

@@ -126,15 +126,16 @@ udp_send(struct wrk *w, int fd, struct wrk_udp *u, int k)
 }
 
 /* Datagrams on UDP socket i, answered from the same socket (so from the
- * address the client sent to). */
-void
+ * address the client sent to): up to UDP_BATCHES_PER_EVENT batches.
+ * Returns 1 when the last batch was full (more may wait), else 0. */
+int
 udp_event(struct wrk *w, unsigned i)
 {
 	struct wrk_udp *u = w->udp;
 	int b, n, k, fd;
 
 	if (i >= w->nufd) /* closed by a drain earlier in this batch */
-		return;
+		return 0;
 	fd = w->ufd[i];
 	for (b = 0; b < UDP_BATCHES_PER_EVENT; b++) {
 		udp_arm(u);
@@ -143,7 +144,7 @@ udp_event(struct wrk *w, unsigned i)
 			if (n == -1 && errno != EAGAIN &&
 			    errno != EWOULDBLOCK && errno != EINTR)
 				ctr_add(w->cell, CTR_udp_errors, 1);
-			return;
+			return 0;
 		}
 		w->cell->activity_ns = w->now_ns;
 		if (n > 1)
@@ -151,6 +152,7 @@ udp_event(struct wrk *w, unsigned i)
 		k = udp_transform(w, u, n);
 		udp_send(w, fd, u, k);
 		if (n < UDP_BATCH)
-			return;
+			return 0;
 	}
+	return 1;
 }

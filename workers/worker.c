@@ -1,10 +1,11 @@
 /*
- * worker.c: a worker process's event loop.  One epoll watches the shared
- * listeners, the shared UDP sockets (one of each per --tcp, --udp
- * address), a signalfd (TERM drains, QUIT exits,
- * USR1 reopens the log) and a timerfd whose ticks write the heartbeat the
- * supervisor checks, expire idle connections and end a drain on time.
- * Connections themselves live in tcp.c, datagrams in udp.c.
+ * worker.c: a worker process's event loop.  Its engine (engine.h: epoll
+ * or io_uring) watches the shared listeners, the shared UDP sockets (one
+ * of each per --tcp, --udp address), a signalfd (TERM drains, QUIT
+ * exits, USR1 reopens the log) and a timerfd whose ticks write the
+ * heartbeat the supervisor checks, expire idle connections and end a
+ * drain on time.  Connections themselves live in tcp.c, datagrams in
+ * udp.c.
  */
 #include <errno.h>
 #include <sched.h>
@@ -12,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -25,7 +25,6 @@
 #define WRK_TICK_NS 250000000L
 #define WRK_STALE_NS 1000000000ULL /* four missed ticks */
 #define WRK_RELISTEN_MS 2          /* re-check of a worker that stepped back */
-#define WRK_MAX_EVENTS 256
 /* --sched-policy auto: SCHED_BATCH from this much work per tick (clients
  * with input, UDP reads that found several datagrams), SCHED_OTHER again
  * at or below WRK_SCHED_IDLE. */
@@ -87,17 +86,10 @@ wrk_may_accept(struct wrk *w)
 void
 wrk_listen(struct wrk *w, int on)
 {
-	struct epoll_event ev = { .events = EPOLLIN };
-	unsigned i;
-
 	if (w->nlfd == 0 || w->listening == on)
 		return;
-	for (i = 0; i < w->nlfd; i++) {
-		ev.data.u64 = WRK_EV_LISTEN + i;
-		if (epoll_ctl(w->ev.ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL,
-		        w->lfd[i], &ev) == -1)
-			log_warn("epoll_ctl listener %u", i);
-	}
+	if (w->eng->listen(w, on) == -1)
+		log_warn("%s: listener", w->eng->name);
 	w->listening = on;
 	__atomic_store_n(&w->cell->listening, (uint32_t)on, __ATOMIC_RELAXED);
 }
@@ -142,19 +134,16 @@ wrk_drain(struct wrk *w)
 	if (w->draining)
 		return;
 	/*
-	 * epoll watches the open socket, not our fd, and the supervisor and
-	 * the other workers keep both sockets open: closing our fd alone
-	 * would leave them registered, waking us for datagrams we can no
-	 * longer read and taking EPOLLEXCLUSIVE wakeups from the workers
-	 * that can.  So out of the epoll set first (wrk_listen does the
-	 * listener's), then closed.
+	 * The engine watches the open sockets, not our fds, and the
+	 * supervisor and the other workers keep both open: closing our fds
+	 * alone would leave them watched.  So the engine lets go first
+	 * (wrk_listen does the listener's), then they are closed.
 	 */
 	wrk_listen(w, 0);
-	for (i = 0; i < w->nufd; i++) {
-		if (epoll_ctl(w->ev.ep, EPOLL_CTL_DEL, w->ufd[i], NULL) == -1)
-			log_warn("epoll_ctl del UDP socket");
+	if (w->nufd > 0)
+		w->eng->udp_close(w);
+	for (i = 0; i < w->nufd; i++)
 		close(w->ufd[i]);
-	}
 	for (i = 0; i < w->nlfd; i++)
 		close(w->lfd[i]);
 	w->nlfd = w->nufd = 0;
@@ -166,21 +155,21 @@ wrk_drain(struct wrk *w)
 	log_debug("draining %u connections", w->nconns);
 }
 
-static int
-wrk_on_signal(struct wrk *w)
+/* The signalfd is readable: QUIT sets w->quit, which ends the loop. */
+void
+wrk_signal(struct wrk *w)
 {
 	struct signalfd_siginfo si;
 
-	while (read(w->ev.sig_fd, &si, sizeof(si)) == sizeof(si)) {
+	while (!w->quit && read(w->ev.sig_fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGQUIT)
-			return -1;
+			w->quit = 1;
 		if (si.ssi_signo == SIGTERM)
 			wrk_drain(w);
 		else if (si.ssi_signo == SIGUSR1 && w->cfg->log_file[0] &&
 		    log_open(w->cfg->log_file) == -1)
 			log_warn("reopen %s", w->cfg->log_file);
 	}
-	return 0;
 }
 
 static void
@@ -267,21 +256,6 @@ wrk_ignore_signals(void)
 		signal(rt, SIG_IGN);
 }
 
-/* Every UDP socket, each woken in one worker only per datagram batch. */
-static int
-wrk_watch_udp(struct wrk *w)
-{
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
-	unsigned i;
-
-	for (i = 0; i < w->nufd; i++) {
-		ev.data.u64 = WRK_EV_UDP + i;
-		if (epoll_ctl(w->ev.ep, EPOLL_CTL_ADD, w->ufd[i], &ev) == -1)
-			return -1;
-	}
-	return 0;
-}
-
 static int
 wrk_setup(struct wrk *w)
 {
@@ -292,8 +266,7 @@ wrk_setup(struct wrk *w)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGQUIT);
 	sigaddset(&set, SIGUSR1);
-	if (evsrc_open(&w->ev, &set, WRK_TICK_NS) == -1 ||
-	    wrk_watch_udp(w) == -1)
+	if (evsrc_open(&w->ev, &set, WRK_TICK_NS) == -1 || eng_open(w) == -1)
 		return -1;
 	w->inbuf = malloc(WRK_INBUF);
 	w->outbuf = malloc(WRK_OUTBUF);
@@ -304,35 +277,7 @@ wrk_setup(struct wrk *w)
 	return 0;
 }
 
-/* The tick is only noted here: it runs after the rest of the batch (see
- * wrk_loop). */
-static void
-wrk_dispatch(struct wrk *w, const struct epoll_event *ev, int *tick, int *quit)
-{
-	uint64_t tag = ev->data.u64;
-
-	if (tag >= WRK_EV_LISTEN && tag < WRK_EV_UDP) {
-		tcp_accept(w, (unsigned)(tag - WRK_EV_LISTEN));
-		return;
-	}
-	if (tag >= WRK_EV_UDP && tag < WRK_EV_END) {
-		udp_event(w, (unsigned)(tag - WRK_EV_UDP));
-		return;
-	}
-	switch (tag) {
-	case EVSRC_SIGNAL:
-		if (wrk_on_signal(w) == -1)
-			*quit = 1;
-		break;
-	case EVSRC_TICK:
-		*tick = 1;
-		break;
-	default:
-		tcp_event(w, ev->data.ptr, ev->events);
-	}
-}
-
-/* epoll_wait's timeout: a worker that stepped back from the listener
+/* The engine's wait timeout: a worker that stepped back from the listener
  * checks often whether to take it again, or when its accept pause ends. */
 static int
 wrk_timeout(const struct wrk *w)
@@ -348,29 +293,22 @@ wrk_timeout(const struct wrk *w)
 static void
 wrk_loop(struct wrk *w, pid_t parent)
 {
-	struct epoll_event ev[WRK_MAX_EVENTS];
-	int i, n, tick, quit = 0;
-
-	while (!quit) {
-		tick = 0;
-		n = epoll_wait(w->ev.ep, ev, WRK_MAX_EVENTS, wrk_timeout(w));
-		if (n == -1 && errno != EINTR) {
-			log_warn("epoll_wait");
+	while (!w->quit) {
+		w->tick = 0;
+		if (w->eng->wait(w, wrk_timeout(w)) == -1) {
+			log_warn("%s: wait", w->eng->name);
 			break;
 		}
-		w->now_ns = ctr_clock_ns();
-		for (i = 0; i < n && !quit; i++)
-			wrk_dispatch(w, &ev[i], &tick, &quit);
 		/*
 		 * Only after every other event of the batch: the tick closes
 		 * idle connections, and an event later in the batch may be
 		 * for one of them, by then closed and its struct reused (it
 		 * was closed twice).  Its input also means it is not idle.
-		 * Nothing else closes a connection in mid-batch: tcp_event
+		 * Nothing else closes a connection in mid-batch: an event
 		 * closes only its own, QUIT stops the batch before
 		 * tcp_close_all, and the drain deadline is checked below.
 		 */
-		if (tick && !quit)
+		if (w->tick && !w->quit)
 			wrk_on_tick(w, parent);
 		if (w->draining &&
 		    (w->nconns == 0 || w->now_ns >= w->drain_deadline_ns))

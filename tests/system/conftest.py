@@ -26,6 +26,10 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 BIN_DIR = os.environ.get("UPPERD_BIN", os.path.join(REPO, "bin"))
 UPPERD = os.path.join(BIN_DIR, "upperd")
 UPPER = os.path.join(BIN_DIR, "upper")
+# make check's second pass: every upperd the suite starts uses this engine
+# (first on the command line, so a test's own --io-engine still wins).
+IO_ENGINE = os.environ.get("UPPERD_IO_ENGINE", "")
+ENGINE_ARGS = ["--io-engine", IO_ENGINE] if IO_ENGINE else []
 
 # How long a freshly started daemon may take to answer /healthz 200.  Under
 # the sanitizer build start-up is slower, so this is generous but bounded.
@@ -486,7 +490,8 @@ class Upperd:
         self.seen_pids = set()
         self.stopped = False
         self.returncode = None
-        cmd = [UPPERD, "--tcp", "127.0.0.1:%d" % self.tcp_port,
+        cmd = [UPPERD] + ENGINE_ARGS + [
+               "--tcp", "127.0.0.1:%d" % self.tcp_port,
                "--udp", "127.0.0.1:%d" % self.udp_port,
                "--stats", "127.0.0.1:%d" % self.stats_port]
         if workers is not None:
@@ -664,7 +669,8 @@ def run_expect_exit(args, timeout=8.0, input=None):
     """Run upperd with args expecting it to exit by itself.  If it is still
     running after timeout, it and its children are killed and the test
     fails.  Returns CompletedProcess with text stdout/stderr."""
-    p = subprocess.Popen([UPPERD] + list(args), stdin=subprocess.DEVNULL,
+    p = subprocess.Popen([UPPERD] + ENGINE_ARGS + list(args),
+                         stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = p.communicate(timeout=timeout)
