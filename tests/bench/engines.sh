@@ -120,8 +120,8 @@ start() {
 	    --tcp "127.0.0.1:$port" --udp "127.0.0.1:$port" \
 	    --stats "127.0.0.1:$(free_port)" --log-level warn \
 	    --idle-timeout 0 --max-conns 60000 --drain-timeout 2 ;;
-	memcached) memcached -t 2 -l 127.0.0.1 -p "$port" -U 0 -c 60000 \
-	    -m 64 ;;
+	memcached) memcached -t 2 -l 127.0.0.1 -p "$port" -U 0 -c 15000 \
+	    -m 64 $([ "$(id -u)" = 0 ] && echo -u root) ;;
 	redis) redis-server --bind 127.0.0.1 --port "$port" --save '' \
 	    --appendonly no --maxclients 60000 --protected-mode no ;;
 	esac >>"$WORK/$name.log" 2>&1 &
@@ -234,6 +234,9 @@ for s in ref epoll io_uring; do
 	base=$(workers_rss "${!pid}")
 	s0=$(held_socks "${!pid}")
 	for n in $IDLES; do
+		# upper-ref's EPOLLEXCLUSIVE piles connections on one process,
+		# which spins once it reaches the fd limit: spared
+		[ "$s" = ref ] && [ "$n" -gt 15000 ] && continue
 		hold=()
 		k=$(( (n + 14999) / 15000 ))
 		for i in $(seq "$k"); do
