@@ -115,6 +115,17 @@ def test_every_upperd_option_is_in_upperd_8():
     assert missing == [], "upperd(8) OPTIONS lacks %s" % missing
 
 
+def test_every_option_upperd_8_describes_exists():
+    """The other way: an option the page describes (a tag line of
+    OPTIONS) that upperd --help does not list is a stale entry."""
+    opts_text = sections("upperd.8")["OPTIONS"]
+    described = set(re.findall(r"^ {5}(?:-\w [^,]*, )?(--[a-z][a-z0-9-]*)",
+                               opts_text, re.M))
+    assert len(described) >= 10, described
+    known = {l for _, l, _ in help_options("upperd")}
+    assert described - known == set(), sorted(described - known)
+
+
 def test_every_config_key_is_in_upperd_conf_5():
     keys_text = sections("upperd.conf.5")["KEYS"]
     missing = [k for k in config_keys()
