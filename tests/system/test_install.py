@@ -200,6 +200,39 @@ def test_unit_check_commands_accept_the_installed_config(tmp_path):
     assert "workers" in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
 
 
+# What the service unit promises (issue 10): readiness, checked reloads,
+# watchdog, restart, a system user and the hardening.
+UNIT_PROMISES = (
+    r"^Type=notify$", r"^ExecStartPre=\S+/upperd --check-config ",
+    r"^ExecReload=\S+/upperd --check-config .*\nExecReload=\S*kill -HUP "
+    r"\$MAINPID$", r"^WatchdogSec=\d+", r"^Restart=on-failure$",
+    r"^User=upperd$", r"^NoNewPrivileges=yes$", r"^ProtectSystem=strict$",
+    r"^ProtectHome=yes$", r"^PrivateTmp=yes$", r"^CapabilityBoundingSet=$",
+    r"^LimitNOFILE=\d+$", r"^RuntimeDirectory=upperd$",
+    r"^ExecStart=\S+/upperd .*--pid-file /run/upperd/")
+# systemd-analyze security's exposure, 0-100 (it prints tenths: 2.8 = 28);
+# measured at 2.8 ("OK") with the shipped unit.
+EXPOSURE_MAX = 30
+
+
+def test_service_unit_keeps_its_promises(tmp_path):
+    dest = str(tmp_path / "dest")
+    make("install", dest, PREFIX="/usr")
+    path = dest + "/usr/lib/systemd/system/upperd.service"
+    unit = open(path).read()
+    broken = [p for p in UNIT_PROMISES if not re.search(p, unit, re.M)]
+    assert broken == [], broken
+    local = tmp_path / "upperd.service"
+    local.write_text(unit.replace("/usr/sbin/upperd",
+                                  dest + "/usr/sbin/upperd"))
+    p = subprocess.run(["systemd-analyze", "security", "--offline=true",
+                        "--threshold=%d" % EXPOSURE_MAX, str(local)],
+                       capture_output=True, text=True, timeout=120,
+                       cwd=str(tmp_path))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "Overall exposure level" in p.stdout, p.stdout[-2000:]
+
+
 def test_logrotate_accepts_the_snippet(tmp_path):
     dest = str(tmp_path / "dest")
     make("install", dest)
