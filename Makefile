@@ -72,7 +72,7 @@ DEB_BUILD := libmicrohttpd-dev libjansson-dev libunistring-dev pkg-config \
 # What make deb needs on top of DEB_BUILD (debian/control's Build-Depends).
 DEB_PKG   := debhelper dpkg-dev fakeroot lintian
 DEB_TEST  := libcmocka-dev python3-pytest curl prometheus chromium \
-             mandoc man-db systemd logrotate clang-format $(DEB_PKG)
+             mandoc man-db groff-base systemd logrotate clang-format $(DEB_PKG)
 # deploy/ checked and run by its tools (test_deploy.py, test_fleet.py).
 DEB_TEST  += haproxy nginx-light libnginx-mod-stream python3-yaml
 # test_stats_security.py: a CA and certificates made at test time.

@@ -5,8 +5,9 @@ here: every option `upperd --help` prints must be described in upperd(8),
 every config key (an option taking a value) in upperd.conf(5) and in the
 sample deploy/upperd.conf, every metric family a live /metrics serves and
 every key of a live /stats in upperd(8), and every option of `upper --help`
-and `upper-bench --help` in its page.  `mandoc -T lint` must report
-nothing, and the README must link only to files inside the repository.
+and `upper-bench --help` in its page.  `mandoc -T lint` and groff (what
+man(1) uses) must report nothing, and the README must link only to files
+inside the repository.
 
 Pages are rendered with mandoc (-T ascii, overstrike removed) and searched
 section by section, so an option named only in passing elsewhere does not
@@ -99,6 +100,14 @@ def test_mandoc_lint_is_clean():
         for name, sec in re.findall(r"^\.Xr (\S+) (\d)", src, re.M):
             if name.startswith("upper"):
                 assert "%s.%s" % (name, sec) in PAGES, (page, name, sec)
+
+
+def test_groff_renders_without_warnings():
+    """man(1) renders with groff (man-db), not mandoc: every warning on."""
+    for page in PAGES:
+        p = run(["groff", "-mandoc", "-Tutf8", "-ww", "-z",
+                 os.path.join(DOCS, page)])
+        assert p.returncode == 0 and p.stderr == "", (page, p.stderr)
 
 
 # ---------------------------------------------------------------------------
