@@ -169,6 +169,15 @@ def test_deb_builds_lints_installs_runs_and_purges(tmp_path, clean_machine):
     assert re.search(r"^ExecStart=/usr/sbin/upperd ", unit, re.M), unit
     assert re.search(r"^User=upperd$", unit, re.M), unit
 
+    # The installed manuals are found by man(1).
+    for name, sec in (("upperd", "8"), ("upperd.conf", "5"), ("upper", "1"),
+                      ("upper-bench", "1")):
+        w = run(["man", "-w", sec, name], timeout=30).stdout.strip()
+        assert w == "/usr/share/man/man%s/%s.%s.gz" % (sec, name, sec), w
+    page = run(["man", "-P", "cat", "8", "upperd"], timeout=60,
+               env=dict(os.environ, MANWIDTH="80")).stdout
+    assert "--check-config" in page and "upperd_worker_up" in page
+
     # What the unit's ExecStartPre and ExecReload run, as its user.
     u_ids = ["setpriv", "--reuid=%d" % u.pw_uid, "--regid=%d" % u.pw_gid,
              "--clear-groups", "--"]
