@@ -228,8 +228,8 @@ upg_resume(struct sup *s)
 	for (i = 0; i < s->configured; i++)
 		n += s->slot[i].active >= 0;
 	log_info("upgraded from upperd %s to upperd %s, pid %d: replacing "
-	         "%u workers",
-	    upg_from, UPPERD_VERSION, (int)s->pid, n);
+	         "%u worker%s",
+	    upg_from, UPPERD_VERSION, (int)s->pid, n, n == 1 ? "" : "s");
 	sup_replace_workers(s);
 	upg_replay(s);
 }

@@ -299,7 +299,9 @@ upg_start(struct sup *s)
 	int p[2], state_fd;
 	pid_t pid;
 
-	if (s->mode != SUP_RUNNING) {
+	/* a stop has begun, lame duck included: the new image would not
+	 * know of it and would serve on */
+	if (s->mode != SUP_RUNNING || s->lame_until_ns) {
 		log_info("upgrade: stopping, USR2 ignored");
 		return;
 	}
