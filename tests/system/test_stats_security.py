@@ -299,9 +299,10 @@ def test_wrong_password_flood_does_not_stall_the_supervisor(upperd, pki,
     """Hashing is costly by design and runs in the supervisor's one
     thread: clients sending wrong passwords as fast as they can get at
     most half of it (auth.c's budget), so a scrape with verified
-    credentials waits for one hash at most (bcrypt cost 11 here, some
-    150 ms), where it used to wait for every attacker's.  The shared
-    test machine's own delays are in the reference measured first."""
+    credentials waits for a hash or two at most (bcrypt cost 11 here),
+    where it used to wait for every attacker's.  The shared test
+    machine's own delays are in the references measured first: the
+    scrape time and the time of one hash."""
     cert, key = pki.server("srv")
     ctx = pki.context()
     path = write(tmp_path / "users", "alice:%s\n" %
@@ -309,6 +310,12 @@ def test_wrong_password_flood_does_not_stall_the_supervisor(upperd, pki,
     d = start(upperd, cert, key, path, ctx)
     assert curl_https(d.stats_port, "/metrics", pki.ca, "alice:a")[0] == 200
     base, _ = scrape_p90(d.stats_port, pki.ca, 1.5)
+    # what one hash takes on this machine now: a wrong password's reject
+    hashes = []
+    for _ in range(3):
+        hashes.append(reject_time(d.stats_port, ctx, basic("alice", "x")))
+        time.sleep(1.5 * hashes[-1])  # a pace under the hashing budget
+    one = statistics.median(hashes)
     stop = threading.Event()
     tries = []
 
@@ -325,17 +332,20 @@ def test_wrong_password_flood_does_not_stall_the_supervisor(upperd, pki,
         wait_until(lambda: len(tries) >= 4, 20, msg="the attack under way")
         for _ in range(3):
             windows.append(scrape_p90(d.stats_port, pki.ca, 2))
-            if windows[-1][0] <= base + 0.35:
+            if windows[-1][0] <= base + 3 * one:
                 break
     finally:
         stop.set()
         for t in threads:
             t.join(20)
-    print("wrong-password flood: %d tries; good scrapes' p90 %.3f s "
-          "before, %r during" % (len(tries), base,
-                                 [round(p, 3) for p, _ in windows]))
+    print("wrong-password flood: %d tries, a hash %.3f s; good scrapes' "
+          "p90 %.3f s before, %r during" % (
+              len(tries), one, base, [round(p, 3) for p, _ in windows]))
     assert set(tries) == {401}
-    assert windows[-1][0] <= base + 0.35, (base, windows)
+    # a scrape's handshake and request take two turns of the loop, each
+    # may find a hash under way; with no budget each found every
+    # attacker's (p90 4-5 hashes)
+    assert windows[-1][0] <= base + 3 * one, (base, one, windows)
     assert d.alive()
 
 
