@@ -279,6 +279,33 @@ tcp_accept(struct wrk *w, unsigned l)
 	}
 }
 
+/*
+ * A drain, before closing listener i: every connection the kernel has
+ * already completed is taken (and served as part of the drain), whatever
+ * this worker's share.  If this worker holds the socket's last open copy,
+ * its close would otherwise reset them: a client, or a load balancer
+ * without health checks (nginx's stream module), would see a connection
+ * accepted and then cut at the very start of a graceful stop.  Bounded:
+ * clients still arriving must not keep the drain from starting (the
+ * kernel's queue holds at most SOMAXCONN).
+ */
+void
+tcp_take_pending(struct wrk *w, unsigned i)
+{
+	int n, fd;
+
+	for (n = 0; n < SOMAXCONN; n++) {
+		fd = accept4(w->lfd[i], NULL, NULL,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			return;
+		}
+		tcp_accepted(w, fd);
+	}
+}
+
 /* n bytes the engine read for c: counted, uppercased, handed back to
  * the engine to send.  -1 when c is dead (and closed). */
 int

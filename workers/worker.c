@@ -144,8 +144,10 @@ wrk_drain(struct wrk *w)
 		w->eng->udp_close(w);
 	for (i = 0; i < w->nufd; i++)
 		close(w->ufd[i]);
-	for (i = 0; i < w->nlfd; i++)
+	for (i = 0; i < w->nlfd; i++) {
+		tcp_take_pending(w, i);
 		close(w->lfd[i]);
+	}
 	w->nlfd = w->nufd = 0;
 	w->draining = 1;
 	wrk_title(w->slot, 1);

@@ -95,6 +95,7 @@ struct wrk {
 
 /* tcp.c */
 void tcp_accept(struct wrk *w, unsigned i);
+void tcp_take_pending(struct wrk *w, unsigned i);
 int tcp_input(struct wrk *w, struct wconn *c, const uint8_t *buf, size_t n);
 int tcp_input_eof(struct wrk *w, struct wconn *c);
 uint64_t tcp_conn_acked(const struct wconn *c);
