@@ -39,13 +39,17 @@
 #define RU_MAX_PROCS 256
 #define RU_NONE 0xffff
 
-/* user_data: fd << 8 | op; the send's buffer id rides in the conn. */
+/* user_data: gen << 40 | fd << 8 | op.  An fd number is reused by the next
+ * connection while the last completions of the closed one may still come:
+ * the connection's generation tells them apart (they only give back their
+ * buffer).  The send's buffer id rides in the conn. */
 enum { RU_ACCEPT = 1, RU_RECV, RU_SEND, RU_UDP };
 
 struct ru_conn {
 	uint16_t head, tail; /* buffers waiting to be sent, RU_NONE = none */
 	uint32_t off;        /* sent of the head buffer */
-	uint8_t sending, closing;
+	uint8_t sending, closing, open;
+	uint32_t gen;
 };
 
 static struct io_uring ru_ring;
@@ -79,7 +83,8 @@ ru_recv(int fd)
 	io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = RU_BGID;
-	io_uring_sqe_set_data64(sqe, (uint64_t)fd << 8 | RU_RECV);
+	io_uring_sqe_set_data64(sqe,
+	    (uint64_t)ru_conns[fd].gen << 40 | (uint64_t)fd << 8 | RU_RECV);
 }
 
 static void
@@ -103,7 +108,8 @@ ru_send_head(int fd)
 	io_uring_prep_send(sqe, fd,
 	    ru_bufs + (size_t)c->head * RU_BUFSZ + c->off,
 	    ru_len[c->head] - c->off, MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, (uint64_t)fd << 8 | RU_SEND);
+	io_uring_sqe_set_data64(sqe,
+	    (uint64_t)c->gen << 40 | (uint64_t)fd << 8 | RU_SEND);
 	c->sending = 1;
 }
 
@@ -120,16 +126,20 @@ static void
 ru_close(int fd)
 {
 	struct ru_conn *c = &ru_conns[fd];
+	struct io_uring_sqe *sqe;
 	uint16_t b;
 
 	while ((b = c->head) != RU_NONE) {
 		c->head = ru_next[b];
 		ru_give_back(b);
 	}
-	memset(c, 0, sizeof(*c));
 	c->head = c->tail = RU_NONE;
+	c->off = 0;
+	c->sending = c->closing = c->open = 0;
 	/* a receive still armed holds the socket: cancel it first */
-	io_uring_prep_cancel_fd(ru_sqe(), fd, IORING_ASYNC_CANCEL_ALL);
+	sqe = ru_sqe();
+	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+	io_uring_sqe_set_data64(sqe, 0); /* no op: its completion is ignored */
 	io_uring_submit(&ru_ring);
 	close(fd);
 }
@@ -213,13 +223,26 @@ static void
 ru_event(const struct io_uring_cqe *cqe)
 {
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
-	int fd = (int)(ud >> 8), more = cqe->flags & IORING_CQE_F_MORE;
+	int fd = (int)(ud >> 8 & 0xffffffff),
+	    more = cqe->flags & IORING_CQE_F_MORE;
+	unsigned op = ud & 0xff;
 
-	switch (ud & 0xff) {
+	if ((op == RU_RECV || op == RU_SEND) &&
+	    (!ru_conns[fd].open || ru_conns[fd].gen != (uint32_t)(ud >> 40))) {
+		if (cqe->flags & IORING_CQE_F_BUFFER) /* a closed one's */
+			ru_give_back(
+			    (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+		return;
+	}
+
+	switch (op) {
 	case RU_ACCEPT:
-		if (cqe->res >= 0 && (size_t)cqe->res < ru_nconns)
+		if (cqe->res >= 0 && (size_t)cqe->res < ru_nconns) {
+			ru_conns[cqe->res].open = 1;
+			ru_conns[cqe->res].gen = (ru_conns[cqe->res].gen + 1) &
+			    0xffffff;
 			ru_recv(cqe->res);
-		else if (cqe->res >= 0)
+		} else if (cqe->res >= 0)
 			close(cqe->res);
 		if (!more)
 			ru_arm(ru_lfd, RU_ACCEPT);
@@ -297,7 +320,8 @@ ru_child(void)
 		}
 		io_uring_cq_advance(&ru_ring, n);
 		while (ru_nstarved > 0) /* buffers came back meanwhile */
-			ru_recv(ru_starved[--ru_nstarved]);
+			if (ru_conns[ru_starved[--ru_nstarved]].open)
+				ru_recv(ru_starved[ru_nstarved]);
 	}
 }
 

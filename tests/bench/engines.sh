@@ -111,18 +111,19 @@ held_socks() {
 start() {
 	local name=$1 port pid
 	port=$(free_port)
+	# exec: $! is the server itself, whose children are its workers
 	case $name in
-	ref) "$BIN/upper-ref" --procs 2 --tcp "127.0.0.1:$port" \
+	ref) exec "$BIN/upper-ref" --procs 2 --tcp "127.0.0.1:$port" \
 	    --udp "127.0.0.1:$port" ;;
-	ref_uring) "$BIN/upper-ref-uring" --procs 2 \
+	ref_uring) exec "$BIN/upper-ref-uring" --procs 2 \
 	    --tcp "127.0.0.1:$port" --udp "127.0.0.1:$port" ;;
-	epoll | io_uring) "$BIN/upperd" --workers 2 --io-engine "$name" \
+	epoll | io_uring) exec "$BIN/upperd" --workers 2 --io-engine "$name" \
 	    --tcp "127.0.0.1:$port" --udp "127.0.0.1:$port" \
 	    --stats "127.0.0.1:$(free_port)" --log-level warn \
 	    --idle-timeout 0 --max-conns 60000 --drain-timeout 2 ;;
-	memcached) memcached -t 2 -l 127.0.0.1 -p "$port" -U 0 -c 15000 \
+	memcached) exec memcached -t 2 -l 127.0.0.1 -p "$port" -U 0 -c 15000 \
 	    -m 64 $([ "$(id -u)" = 0 ] && echo -u root) ;;
-	redis) redis-server --bind 127.0.0.1 --port "$port" --save '' \
+	redis) exec redis-server --bind 127.0.0.1 --port "$port" --save '' \
 	    --appendonly no --maxclients 60000 --protected-mode no ;;
 	esac >>"$WORK/$name.log" 2>&1 &
 	pid=$!

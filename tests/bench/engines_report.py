@@ -117,7 +117,7 @@ def curves(recs, svgdir):
             continue
         print()
         print("curve: %s" % xlabel)
-        print("%8s" % key + "".join("%24s" % NAMES[s] for s in servers))
+        print("%8s" % key + "".join("%30s" % NAMES[s] for s in servers))
         dat = os.path.join(svgdir, "bench-%s.dat" % row)
         with open(dat, "w") as fo:
             fo.write("# %s " % key + " ".join(
@@ -129,7 +129,7 @@ def curves(recs, svgdir):
                     rps = r["r"]["rps"] if r else float("nan")
                     p99 = r["r"]["p99_us"] if r else float("nan")
                     line += [str(rps), str(p99)]
-                    cells.append("%24s" % ("%s/s p99 %s us" % (
+                    cells.append("%30s" % ("%s/s p99 %s us" % (
                         f(rps), f(p99, 0))))
                 fo.write(" ".join(line) + "\n")
                 print("%8d" % x + "".join(cells))
@@ -153,7 +153,7 @@ def curves(recs, svgdir):
                     per = ((r[0]["rss_kb"] - r[0]["base_kb"]) * 1024 /
                            r[0]["held"] if r and r[0]["held"] else None)
                     row.append(str(kb))
-                    cells.append("%24s" % ("%s kB (%s B/conn, %d held)" % (
+                    cells.append("%30s" % ("%s kB (%s B/conn, %d held)" % (
                         f(kb), f(per, 0), r[0]["held"] if r else 0)))
                 fo.write(" ".join(row) + "\n")
                 print("%8d" % n + "".join(cells))
