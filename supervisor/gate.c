@@ -60,6 +60,14 @@ struct gate_conn {
 	socklen_t addrlen;
 };
 
+/* Waiter structs come GATE_CHUNK at a time and are kept for reuse. */
+struct gate_chunk {
+	struct gate_chunk *next;
+	struct gate_conn conn[GATE_CHUNK];
+};
+
+static struct gate_chunk *gate_chunks;
+
 /* Waiters, oldest (earliest deadline) first. */
 static struct gate_conn *gate_oldest, *gate_newest, *gate_free_list;
 static unsigned gate_count, gate_events;
@@ -159,16 +167,19 @@ gate_max(void)
 static struct gate_conn *
 gate_alloc(void)
 {
+	struct gate_chunk *c;
 	struct gate_conn *g;
 	int i;
 
 	if (gate_free_list == NULL) {
-		if ((g = calloc(GATE_CHUNK, sizeof(*g))) == NULL)
+		if ((c = calloc(1, sizeof(*c))) == NULL)
 			return NULL;
+		c->next = gate_chunks;
+		gate_chunks = c;
 		for (i = 0; i < GATE_CHUNK; i++) {
-			g[i].fd = -1;
-			g[i].next = gate_free_list;
-			gate_free_list = &g[i];
+			c->conn[i].fd = -1;
+			c->conn[i].next = gate_free_list;
+			gate_free_list = &c->conn[i];
 		}
 	}
 	g = gate_free_list;
