@@ -45,6 +45,7 @@ from conftest import (COUNTERS, GAUGES, children_of, free_port,  # noqa
 WORKERS = 2
 TIMEOUT = 30.0  # any single client wait; workers may be in backoff
 WARMUP_S = 30.0  # start figures are taken after this (or 10 % of the run)
+WINDOW_S = 30.0  # start and end are the floor of such a window
 TEXT_STR = ("The quick brown fox, straße, élan, ǆemal; jumps over 12 lazy "
             "dogs\n")
 TEXT = TEXT_STR.encode()
@@ -539,9 +540,14 @@ class Soak:
 
 
 def figures(samples, col, warm):
+    """start and end: the lowest value of the first and of the last
+    WINDOW_S seconds after warm-up (a leak lifts that floor, a sample
+    taken while clients open and close connections only lifts one
+    reading); max over everything after warm-up."""
     after = [s for s in samples if s[0] >= warm] or samples
-    start, end = after[0][col], after[-1][col]
-    return start, end, max(s[col] for s in after)
+    first = [s[col] for s in after if s[0] < after[0][0] + WINDOW_S]
+    last = [s[col] for s in after if s[0] > after[-1][0] - WINDOW_S]
+    return min(first), min(last), max(s[col] for s in after)
 
 
 def report(soak, rest, elapsed):
@@ -553,8 +559,8 @@ def report(soak, rest, elapsed):
     warm = min(WARMUP_S, soak.seconds / 10)
     print("soak: %.0f s, %d worker kills, %d HUPs, %d TTIN, %d TTOU" %
           (elapsed, soak.kills, soak.hups, soak.ttin, soak.ttou))
-    print("%-22s %10s %10s %10s" % ("after %.0f s warm-up" % warm, "start",
-                                    "end", "max"))
+    print("%-22s %10s %10s %10s" % ("after %.0f s warm-up" % warm,
+                                    "start", "end", "max"))
     names = ("supervisor RSS KiB", "supervisor fds", "worker RSS KiB (max)",
              "worker fds - conns")
     for i, name in enumerate(names, start=1):
@@ -577,6 +583,11 @@ def report(soak, rest, elapsed):
           (final["tcp_connections_accepted"], final["tcp_bytes_received"],
            final["tcp_bytes_sent"], final["udp_datagrams_received"],
            final["udp_datagrams_sent"]))
+    print("whole run: TCP connections opened %d, server accepted %d; UDP "
+          "datagrams sent %d, server received %d" %
+          (total.tcp_conns + rc.tcp_conns,
+           final["tcp_connections_accepted"], total.udp_sent + rc.udp_sent,
+           final["udp_datagrams_received"]))
     print("rest phase: counters moved by %s; clients counted %s" %
           ("exactly that" if got == want else got, want))
     for ex in soak.examples:
