@@ -11,8 +11,10 @@ what they promise each other:
   the binary-upgrade work adds);
 - HAProxy's check timing takes a lame-duck instance out well within the
   shutdown delay the files recommend;
-- the Kubernetes manifests (no cluster here, and no schema validator in
-  Debian: parsed with python3-yaml) agree with each other and with the
+- the Kubernetes manifests (no cluster here) pass schema validation
+  (kubernetes-models from npm: the Kubernetes API's OpenAPI schemas and
+  the Prometheus Operator's CRDs, compiled to validators; kubeschema/),
+  and, parsed with python3-yaml, agree with each other and with the
   ConfigMap's upperd.conf, which the real upperd accepts.
 
 Helpers here (substituting addresses, starting HAProxy / nginx /
@@ -29,7 +31,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, UPPERD, free_port, http_get, wait_until
+from conftest import HERE, REPO, UPPERD, free_port, http_get, wait_until
 
 try:
     import yaml
@@ -45,6 +47,10 @@ RULES = os.path.join(PROM_DIR, "upperd.rules.yml")
 ALERTS = os.path.join(PROM_DIR, "upperd.alerts.yml")
 ALERT_TESTS = os.path.join(PROM_DIR, "upperd.alerts.test.yml")
 K8S = os.path.join(DEPLOY, "kubernetes")
+KUBESCHEMA = os.path.join(HERE, "kubeschema")
+# npm installs the validators here, outside the source tree (make deb and
+# git skip build/)
+KUBESCHEMA_RUN = os.path.join(REPO, "build", "kubeschema")
 README = os.path.join(REPO, "README.md")
 
 # The example instances the files name, in order, and their ports.
@@ -472,3 +478,58 @@ def test_kubernetes_manifests(tmp_path):
             p.wait(timeout=10)
         out, err = p.communicate(timeout=10)
     assert p.returncode == 0, err
+
+
+def kubeschema():
+    """build/kubeschema with kubeschema/'s package files, validate.mjs and
+    its node_modules (npm ci, from the lock file); returns its path."""
+    os.makedirs(KUBESCHEMA_RUN, exist_ok=True)
+    fresh = False
+    for name in ("package.json", "package-lock.json", "validate.mjs"):
+        src, dst = os.path.join(KUBESCHEMA, name), \
+            os.path.join(KUBESCHEMA_RUN, name)
+        if not os.path.exists(dst) or read(src) != read(dst):
+            shutil.copy(src, dst)
+            fresh = fresh or name != "validate.mjs"
+    if fresh or not os.path.isdir(os.path.join(KUBESCHEMA_RUN, "node_modules",
+                                               "kubernetes-models")):
+        r = run([tool("npm"), "ci", "--no-audit", "--no-fund",
+                 "--loglevel=error"], timeout=300, cwd=KUBESCHEMA_RUN)
+        assert r.returncode == 0, "npm ci failed:\n" + r.stdout + r.stderr
+    return KUBESCHEMA_RUN
+
+
+def schema_check(objs):
+    """[{kind, name, ok, error}] for each object, from validate.mjs."""
+    where = kubeschema()
+    r = subprocess.run([tool("node"), os.path.join(where, "validate.mjs")],
+                       input=json.dumps(objs), capture_output=True,
+                       text=True, timeout=120, cwd=where)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_kubernetes_schemas():
+    """Every manifest (but kustomization.yaml, kustomize's own file, not
+    an API object) valid against its API schema; and the validator does
+    reject a broken Deployment and PodMonitor."""
+    objs = [o for o in k8s_objects().values()
+            if o["kind"] != "Kustomization"]
+    assert sorted(o["kind"] for o in objs) == [
+        "ConfigMap", "Deployment", "PodMonitor", "Service"]
+    res = schema_check(objs)
+    assert [r for r in res if not r["ok"]] == [], res
+    assert len(res) == 4
+
+    dep = next(o for o in objs if o["kind"] == "Deployment")
+    bad = json.loads(json.dumps(dep))
+    bad["spec"]["template"]["spec"]["containers"][0]["ports"][0][
+        "containerPort"] = "twelve thousand"
+    del bad["spec"]["selector"]
+    pm = next(o for o in objs if o["kind"] == "PodMonitor")
+    bad_pm = json.loads(json.dumps(pm))
+    bad_pm["spec"]["podMetricsEndpoints"] = "stats"
+    res = schema_check([bad, bad_pm])
+    assert [r["ok"] for r in res] == [False, False], res
+    assert "containerPort" in res[0]["error"], res[0]
+    assert "selector" in res[0]["error"], res[0]
