@@ -86,7 +86,7 @@ DEB_TEST  += clang-14 libclang-rt-14-dev libfuzzer-14-dev valgrind
 DEB_BENCH := gnuplot-nox memcached redis-server
 
 
-.PHONY: system-uring bench-engines
+.PHONY: system-uring bench-engines bench-tail
 .PHONY: all run test check unit system asan bench profile deps deps-build format \
         format-check clean fuzz fuzz-build fuzz-short valgrind soak install uninstall deb stamped FORCE
 
@@ -205,6 +205,11 @@ bench: deps all $(BIN)/upcase-speed $(BIN)/upperd-scrape $(BIN)/peer-rr
 bench-engines: all $(BIN)/peer-rr
 	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_BENCH)"
 	BIN=$(CURDIR)/$(BIN) PYTHON=$(PYTHON) tests/bench/engines.sh
+
+# (a)'s tail latency: both engines under each scheduling policy and with
+# one worker, beside the references (issue 15; about two minutes).
+bench-tail: all $(BIN)/peer-rr
+	BIN=$(CURDIR)/$(BIN) PYTHON=$(PYTHON) tests/bench/tail.sh
 
 # Where the time goes in (a), (b) and (f), against the reference (perf).
 profile: all

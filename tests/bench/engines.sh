@@ -96,13 +96,14 @@ workers_rss() {
 	done
 	echo "$rss"
 }
-# Connections a server's processes hold: their open sockets.
+# Open fds of a server's processes: minus the count before, the
+# connections they hold.
 held_socks() {
 	local p n=0 kids
 	kids=$(awk -v r="$1" '{ pid = $1; sub(/^.*\) /, "");
 	    if ($2 == r) print pid }' /proc/[0-9]*/stat 2>/dev/null)
 	for p in ${kids:-$1}; do
-		n=$((n + $(ls -l "/proc/$p/fd" 2>/dev/null | grep -c socket)))
+		n=$((n + $(ls "/proc/$p/fd" 2>/dev/null | wc -l)))
 	done
 	echo "$n"
 }
@@ -242,13 +243,13 @@ for s in ref epoll io_uring; do
 		k=$(( (n + 14999) / 15000 ))
 		for i in $(seq "$k"); do
 			"$BIN/peer-rr" -p "${!port}" -r 'ping\n' -c 1 \
-			    -i $((n / k)) -w 0 -t 30 >/dev/null 2>&1 &
+			    -i $((n / k)) -w 0 -t 300 >/dev/null 2>&1 &
 			hold+=("$!")
 			PIDS+=("$!")
 		done
-		for i in $(seq 300); do
+		for i in $(seq 120); do
 			[ "$(held_socks "${!pid}")" -ge $((s0 + n)) ] && break
-			sleep 0.1
+			sleep 0.5
 		done
 		rss=$(workers_rss "${!pid}")
 		got=$(( $(held_socks "${!pid}") - s0 ))

@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #define PR_MAX_DEPTH 256
-#define PR_HIST 200000 /* 1 us buckets up to 200 ms */
+#define PR_HIST 2000000 /* 1 us buckets up to 2 s */
 
 struct pr_conn {
 	int fd;
