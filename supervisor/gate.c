@@ -20,6 +20,14 @@
  * idle or trickling clients cost nothing while a scrape goes by them.
  * Waiters are bounded by the fd limit: past GATE_FD_SPARE fds from it,
  * or when accept4 finds none left, the oldest waiter is shed with a 503.
+ *
+ * Connections handed on are remembered too, oldest first, up to
+ * libmicrohttpd's connection limit: over TLS it holds the slow clients
+ * (the gate cannot read an encrypted head), and a plain client may read
+ * its reply slowly, so enough of them would fill that limit and every
+ * scrape would be refused.  A hand-over at the limit shuts the oldest
+ * one down first (libmicrohttpd then sees its end and closes it): the
+ * scrape gets in, the flood pays.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +40,7 @@
 #include <sys/resource.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "gate_line.h"
@@ -83,6 +92,17 @@ static int gate_paused, gate_warned;
  * trickle their hello still wait here and cost a scrape nothing; one
  * that is not TLS is closed without a byte (nothing it could read). */
 static int gate_tls_on;
+
+/* A connection libmicrohttpd was handed.  It closes them without telling:
+ * a record whose fd no longer names the same socket (inode) is stale, so
+ * a reused fd number is never shut down. */
+struct gate_held {
+	int fd;
+	dev_t dev;
+	ino_t ino;
+};
+static struct gate_held *gate_held; /* hand-over order, oldest first */
+static unsigned gate_nheld, gate_held_max;
 
 static const char gate_400[] =
     "HTTP/1.1 400 Bad Request\r\n"
@@ -230,9 +250,77 @@ gate_shed(struct sup *s)
 /* Called each time libmicrohttpd starts (a failed upgrade restarts it):
  * waiters already seated stay, and go on to the new daemon. */
 void
-gate_init(int tls)
+gate_init(int tls, unsigned held_max)
 {
+	struct gate_held *h;
+
 	gate_tls_on = tls;
+	if (held_max > gate_held_max &&
+	    (h = realloc(gate_held, held_max * sizeof(*h))) != NULL) {
+		gate_held = h;
+		gate_held_max = held_max;
+	}
+}
+
+/* Does the record still name the socket it was made for? */
+static int
+gate_held_live(const struct gate_held *h)
+{
+	struct stat st;
+
+	return fstat(h->fd, &st) == 0 && st.st_dev == h->dev &&
+	    st.st_ino == h->ino;
+}
+
+/* Forget the records of connections libmicrohttpd has closed. */
+static void
+gate_held_forget(void)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; i < gate_nheld; i++)
+		if (gate_held_live(&gate_held[i]))
+			gate_held[n++] = gate_held[i];
+	gate_nheld = n;
+}
+
+/* Shut the oldest connection libmicrohttpd holds down, and let it see
+ * the end at once (its fd is free again); 0 if there was one. */
+static int
+gate_held_shed(struct sup *s)
+{
+	gate_held_forget();
+	if (gate_nheld == 0 || s->mhd == NULL)
+		return -1;
+	log_debug("http: the oldest connection is shed to make room");
+	(void)shutdown(gate_held[0].fd, SHUT_RDWR);
+	memmove(gate_held, gate_held + 1, --gate_nheld * sizeof(*gate_held));
+	MHD_run(s->mhd);
+	return 0;
+}
+
+/* Room for one more hand-over, within libmicrohttpd's connection limit
+ * and what the fd limit leaves (as for the waiters). */
+static void
+gate_held_room(struct sup *s)
+{
+	unsigned cap = gate_max() < gate_held_max ? gate_max() : gate_held_max;
+
+	if (gate_nheld < cap)
+		return;
+	gate_held_forget();
+	if (gate_nheld >= cap)
+		(void)gate_held_shed(s);
+}
+
+static void
+gate_held_add(int fd)
+{
+	struct stat st;
+
+	if (gate_nheld < gate_held_max && fstat(fd, &st) == 0)
+		gate_held[gate_nheld++] = (struct gate_held){ fd, st.st_dev,
+			st.st_ino };
 }
 
 /* Has the client shut down its side?  Then a request still incomplete
@@ -280,12 +368,14 @@ gate_pass(struct sup *s, int fd, const struct sockaddr_storage *addr,
 		gate_close(fd);
 		return;
 	}
+	gate_held_room(s);
 	keep = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 
 	if (MHD_add_connection(s->mhd, fd, (const struct sockaddr *)addr,
 	        addrlen) == MHD_YES) {
 		if (keep != -1)
 			close(keep);
+		gate_held_add(fd);
 		return;
 	}
 	log_debug("http: connection not taken by the server");
@@ -363,7 +453,7 @@ gate_seat(struct sup *s, int fd, const struct sockaddr_storage *addr,
 static int
 gate_take(struct sup *s, struct sockaddr_storage *addr, socklen_t *addrlen)
 {
-	int fd;
+	int fd, held_shed = 0;
 
 	for (;;) {
 		*addrlen = sizeof(*addr);
@@ -378,6 +468,12 @@ gate_take(struct sup *s, struct sockaddr_storage *addr, socklen_t *addrlen)
 			break;
 		if (gate_shed(s) == 0)
 			continue;
+		/* no waiter: one held connection, once (its fd comes back
+		 * when libmicrohttpd closes it) */
+		if (!held_shed && gate_held_shed(s) == 0) {
+			held_shed = 1;
+			continue;
+		}
 		if (!gate_warned)
 			log_warn("accept4 stats, retrying every tick");
 		gate_warned = 1;

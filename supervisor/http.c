@@ -442,7 +442,8 @@ sup_http_start(struct sup *s)
 	    MHD_USE_NO_LISTEN_SOCKET;
 
 	http_warn_open(s);
-	gate_init(http_tls != NULL);
+	gate_init(http_tls != NULL,
+	    http_tls != NULL ? HTTP_TLS_CONN_LIMIT : HTTP_CONN_LIMIT);
 	/* The logger first: libmicrohttpd writes whatever it logs before
 	 * this option raw to stderr, and warns when it is not first. */
 	s->mhd = MHD_start_daemon(flags | (http_tls != NULL ? MHD_USE_TLS : 0),

@@ -146,7 +146,7 @@ void sup_http_stop(struct sup *s);
 #define SUP_EV_UPGRADE 5 /* an upgrade probe's handshake pipe */
 
 /* gate.c: request-line check in front of libmicrohttpd */
-void gate_init(int tls);
+void gate_init(int tls, unsigned held_max);
 void gate_accept(struct sup *s);
 void gate_event(struct sup *s, void *ptr);
 void gate_expire(struct sup *s);
