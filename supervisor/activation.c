@@ -3,7 +3,7 @@
  * process, the LISTEN_FDS sockets from fd 3 on are served instead of
  * binding: act_classify (act_classify.c) decides which service each one
  * is, this file reads the environment and the sockets through libsystemd
- * and makes the chosen ones ready to serve.  A kind with no inherited
+ * and makes the chosen ones ready to serve, first thing at start.  A kind with no inherited
  * socket is bound from the configuration as usual (main.c).  A socket it
  * cannot use is one warn line and is closed; upperd serves on.
  */
@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,34 @@
 
 /* More than this many inherited fds: the rest are closed, unused. */
 #define ACT_MAX 64
+#define ACT_NOTE_MAX 192
+
+/* act_adopt runs before the log file is open (it must see the fds before
+ * this process opens any): what it has to say waits here for act_report,
+ * which the log file then receives. */
+static char act_notes[ACT_MAX + 2][ACT_NOTE_MAX];
+static unsigned act_nnotes;
+
+static void __attribute__((format(printf, 1, 2))) act_note(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (act_nnotes == sizeof(act_notes) / sizeof(act_notes[0]))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(act_notes[act_nnotes++], ACT_NOTE_MAX, fmt, ap);
+	va_end(ap);
+}
+
+void
+act_report(void)
+{
+	unsigned i;
+
+	for (i = 0; i < act_nnotes; i++)
+		log_warnx("%s", act_notes[i]);
+	act_nnotes = 0;
+}
 
 static int
 act_sockopt(int fd, int opt)
@@ -92,7 +121,7 @@ act_free_names(char **names)
 static void
 act_reject(int fd, const char *name, const char *why)
 {
-	log_warnx("socket activation: fd %d%s%s%s: %s, not used", fd,
+	act_note("socket activation: fd %d%s%s%s: %s, not used", fd,
 	    name ? " (" : "", name ? name : "", name ? ")" : "", why);
 	close(fd);
 }
@@ -108,8 +137,8 @@ act_adopt(struct sup *s)
 	unsigned used = 0;
 
 	if ((n = sd_listen_fds_with_names(1, &names)) < 0) {
-		log_warnx("socket activation: LISTEN_FDS or LISTEN_FDNAMES "
-		          "malformed (%s), binding as configured",
+		act_note("socket activation: LISTEN_FDS or LISTEN_FDNAMES "
+		         "malformed (%s), binding as configured",
 		    strerror(-n));
 		return 0;
 	}

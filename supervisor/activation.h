@@ -34,10 +34,13 @@ void act_classify(const struct act_sock *in, unsigned n, enum act_kind *kind,
     const char **why);
 
 struct sup;
-/* Take over the sockets systemd passed (LISTEN_PID naming us), logging one
- * warn line per socket it cannot use, and one for a malformed LISTEN_FDS;
- * the environment is cleared so no child sees it.  Returns how many were
+/* Take over the sockets systemd passed (LISTEN_PID naming us), before
+ * the process opens any fd of its own; one warn line per socket it cannot
+ * use, and one for a malformed LISTEN_FDS, wait for act_report.  The
+ * environment is cleared so no child sees it.  Returns how many were
  * adopted. */
 unsigned act_adopt(struct sup *s);
+/* Log what act_adopt found wrong (once the log file is open). */
+void act_report(void);
 
 #endif

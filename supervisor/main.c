@@ -77,13 +77,11 @@ open_kind(const char *what, const char (*addrs)[CFG_ADDR_MAX], unsigned n,
 		fds[(*nfds)++] = open_socket(what, addrs[i], tcp);
 }
 
-/* The sockets systemd passed first (socket activation); each kind that
- * got none binds its configured addresses. */
+/* Each kind that got no socket from systemd (socket activation, taken
+ * in setup) binds its configured addresses. */
 static void
 open_sockets(struct sup *s)
 {
-	s->stats_fd = -1;
-	(void)act_adopt(s);
 	if (s->ntcp == 0)
 		open_kind("tcp", s->cfg.tcp, s->cfg.ntcp, 1, s->tcp_fd,
 		    &s->ntcp);
@@ -195,9 +193,16 @@ setup(struct sup *s, int argc, char **argv)
 	struct passwd *pw = load_settings(s, argc, argv);
 
 	log_setlevel(s->cfg.log_level);
+	/* The sockets systemd passed, before this process opens anything:
+	 * LISTEN_FDS counts fds from 3 on, so a log or pid file opened
+	 * first could get a number it claims, and be closed as a socket
+	 * upperd cannot use. */
+	s->stats_fd = -1;
+	(void)act_adopt(s);
 	if (s->cfg.log_file[0] && log_open(s->cfg.log_file) == -1)
 		die(1, "cannot open log file %s: %s", s->cfg.log_file,
 		    strerror(errno));
+	act_report();
 	sup_apply_sched(&s->cfg);
 	s->pid = getpid();
 	s->start_time = sup_epoch();

@@ -5,19 +5,34 @@ by a test that failed before its fix.
 1. USR2 during the lame duck of a graceful stop (--shutdown-delay) used to
    upgrade, and the new image forgot the stop: upperd served on forever
    after TERM, /healthz back at 200.
+2. Over TLS the gate hands a connection to libmicrohttpd with its
+   ClientHello, before its request: clients that finish the handshake and
+   then trickle their head filled libmicrohttpd's connection limit (or the
+   fd limit, with no waiter left to shed) and every scrape, /healthz
+   included, was refused for as long as the flood lasted.
+3. LISTEN_FDS naming more fds than systemd (or a hostile environment)
+   passed: the log file and the pid file, opened before the sockets were
+   adopted, took those numbers and were closed as "not an IPv4 or IPv6
+   socket": every later log line was lost and the pid file unlocked.
 """
 
 import os
+import re
 import shutil
 import signal
+import socket
+import ssl
+import threading
 import time
 
 import pytest
 
 import conftest
-from conftest import UPPERD, http_get, tcp_roundtrip, wait_until
+from conftest import (UPPERD, http_get, run_expect_exit, tcp_roundtrip,
+                      wait_until)
 from lifecycle_load import (get_stats, log_matches,
                             signal_and_wait_consumed)
+from test_stats_security import Pki, https_get, start
 
 
 @pytest.fixture
@@ -56,3 +71,130 @@ def test_usr2_in_the_lame_duck_neither_upgrades_nor_cancels_the_stop(
     assert time.monotonic() - t0 >= 2
     assert log_matches(d.log(), r"^upgrade: stopping, USR2 ignored"), \
         d.log()
+
+
+# --------------------------------------------------------------------------
+# 2. a TLS flood of handshaken clients trickling their request
+
+class TlsTrickle:
+    """Threads that keep `want` TLS connections open to port, each past
+    its handshake and in the middle of a request head, sending one more
+    header line every 2 s (libmicrohttpd's idle timeout is 10 s), and
+    reconnecting whatever the server closes."""
+
+    def __init__(self, port, want, threads=6):
+        self.port = port
+        self.want = want
+        self.ctx = ssl.create_default_context()
+        self.ctx.check_hostname = False
+        self.ctx.verify_mode = ssl.CERT_NONE
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.open = 0
+        self.threads = [threading.Thread(target=self.run, args=(
+            want // threads + 1,), daemon=True) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        try:
+            t = self.ctx.wrap_socket(s)
+            t.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            return t
+        except (OSError, ssl.SSLError):
+            s.close()
+            raise
+
+    def run(self, n):
+        socks, last = [], time.monotonic()
+        while not self.stop.is_set():
+            if len(socks) < n:
+                try:
+                    socks.append(self.connect())
+                    with self.lock:
+                        self.open += 1
+                except (OSError, ssl.SSLError):
+                    self.stop.wait(0.01)
+            else:
+                self.stop.wait(0.05)
+            if time.monotonic() - last >= 2:
+                last = time.monotonic()
+                kept = []
+                for t in socks:
+                    try:
+                        t.sendall(b"X-Trickle: 1\r\n")
+                        kept.append(t)
+                    except (OSError, ssl.SSLError):
+                        t.close()
+                socks = kept
+        for t in socks:
+            t.close()
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+            assert not t.is_alive()
+
+
+def test_tls_trickling_flood_does_not_lock_scrapes_out(upperd, tmp_path,
+                                                       monkeypatch):
+    # 400 fds: the flood reaches the fd limit in seconds, not minutes
+    # (the default hard limit here is 20,000; libmicrohttpd's TLS
+    # connection limit, 2,048, is reached the same way, only slower)
+    wrapper = tmp_path / "upperd-400"
+    wrapper.write_text('#!/bin/sh\nulimit -n 400 || exit 99\n'
+                       'exec %s "$@"\n' % UPPERD)
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(conftest, "UPPERD", str(wrapper))
+    pki = Pki(tmp_path / "pki")
+    cert, key = pki.server("srv")
+    ctx = pki.context()
+    d = start(upperd, cert, key, ctx=ctx, workers=1)
+    flood = TlsTrickle(d.stats_port, 450)
+    try:
+        # as many as the fd limit allows (about 386 of 400 are left)
+        wait_until(lambda: flood.open >= 380, 120,
+                   msg="380 TLS connections opened")
+        for _ in range(5):
+            t0 = time.monotonic()
+            st, _, body = https_get(d.stats_port, "/healthz", ctx,
+                                    timeout=5)
+            assert (st, body) == (200, b"ok")
+            assert time.monotonic() - t0 < 2.0
+            st, _, body = https_get(d.stats_port, "/metrics", ctx,
+                                    timeout=5)
+            assert st == 200 and b"upperd_build_info" in body
+    finally:
+        flood.close()
+    assert d.alive()
+
+
+# --------------------------------------------------------------------------
+# 3. LISTEN_FDS claiming fds that were never passed
+
+def test_listen_fds_never_takes_the_log_or_pid_file(upperd, tmp_path,
+                                                    monkeypatch):
+    # LISTEN_PID names upperd (the wrapper's pid, kept by exec) and
+    # LISTEN_FDS claims two fds; none is open (Popen closes them)
+    wrapper = tmp_path / "activated"
+    wrapper.write_text('#!/bin/sh\nLISTEN_PID=$$ LISTEN_FDS=2 '
+                       'exec %s "$@"\n' % UPPERD)
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(conftest, "UPPERD", str(wrapper))
+    pid_file = str(tmp_path / "upperd.pid")
+    d = upperd(workers=1, pid_file=pid_file)
+    wait_until(lambda: "ready: 1 worker" in d.log(), 10,
+               msg="the ready line in the log file")
+    # what is wrong is named: the fds claimed are not open
+    assert re.search(r"warn .*LISTEN_FDS or LISTEN_FDNAMES malformed "
+                     r"\(Bad file descriptor\)", d.log()), d.log()
+    # the pid file is still locked: a second upperd is refused
+    r = run_expect_exit(["--pid-file", pid_file, "--tcp", "127.0.0.1:0",
+                         "--udp", "off", "--stats", "off"])
+    assert r.returncode == 1 and str(d.pid) in r.stderr, r.stderr
+    # and logging goes on into the file
+    os.kill(d.pid, signal.SIGHUP)
+    wait_until(lambda: "reloading: replacing workers" in d.log(), 10,
+               msg="the reload line in the log file")
