@@ -77,6 +77,9 @@ open_kind(const char *what, const char (*addrs)[CFG_ADDR_MAX], unsigned n,
 		fds[(*nfds)++] = open_socket(what, addrs[i], tcp);
 }
 
+static const char nothing_to_serve[] =
+    "both --tcp and --udp are off: nothing to serve";
+
 /* Each kind that got no socket from systemd (socket activation, taken
  * in setup) binds its configured addresses. */
 static void
@@ -91,7 +94,7 @@ open_sockets(struct sup *s)
 	if (s->stats_fd == -1)
 		s->stats_fd = open_socket("stats", s->cfg.stats, 1);
 	if (s->ntcp == 0 && s->nudp == 0)
-		die(2, "both --tcp and --udp are off: nothing to serve");
+		die(2, "%s", nothing_to_serve);
 }
 
 /* Before binding: a second upperd with the same pid file must name the
@@ -180,6 +183,9 @@ load_settings(struct sup *s, int argc, char **argv)
 	    sup_http_load(s, &s->cfg, err, sizeof(err)) == -1)
 		die(2, "%s", err);
 	if (action == CFG_CHECK) {
+		/* as a start without sockets from systemd would say */
+		if (s->cfg.ntcp == 0 && s->cfg.nudp == 0)
+			die(2, "%s", nothing_to_serve);
 		fprintf(stderr, "upperd: %s: configuration ok\n",
 		    s->cfg.config[0] ? s->cfg.config : "command line");
 		exit(0);

@@ -14,6 +14,8 @@ by a test that failed before its fix.
    passed: the log file and the pid file, opened before the sockets were
    adopted, took those numbers and were closed as "not an IPv4 or IPv6
    socket": every later log line was lost and the pid file unlocked.
+4. --check-config said "configuration ok" for --tcp off --udp off, which
+   a start refuses (exit 2, nothing to serve).
 """
 
 import os
@@ -198,3 +200,17 @@ def test_listen_fds_never_takes_the_log_or_pid_file(upperd, tmp_path,
     os.kill(d.pid, signal.SIGHUP)
     wait_until(lambda: "reloading: replacing workers" in d.log(), 10,
                msg="the reload line in the log file")
+
+
+# --------------------------------------------------------------------------
+# 4. --check-config and a start agree on "nothing to serve"
+
+def test_check_config_refuses_what_a_start_refuses(tmp_path):
+    cfg = tmp_path / "upperd.conf"
+    cfg.write_text("tcp = off\nudp = off\nstats = off\n")
+    start = run_expect_exit(["-c", str(cfg)])
+    check = run_expect_exit(["--check-config", "-c", str(cfg)])
+    assert start.returncode == 2, start.stderr
+    assert (check.returncode, check.stderr) == (2, start.stderr)
+    assert start.stderr == ("upperd: both --tcp and --udp are off: "
+                            "nothing to serve\n")
