@@ -91,8 +91,9 @@ def table(recs):
 def peers(recs):
     print()
     print("(a) 50 conns depth 1, the same load generator (peer-rr) for all:")
-    print("%-22s %12s %8s %10s %8s %8s" % ("server", "req/s", "vs ref",
-                                          "CPU us/req", "p50 us", "p99 us"))
+    print("%-22s %12s %8s %10s %8s %8s %6s" % (
+        "server", "req/s", "vs ref", "CPU us/req", "p50 us", "p99 us",
+        "fair"))
     ref = best(recs, "a", "ref")
     for s in ["ref", "ref_uring", "epoll", "io_uring", "memcached",
               "redis"]:
@@ -100,9 +101,12 @@ def peers(recs):
         if not r or not ref:
             continue
         b = r["r"]
-        print("%-22s %12s %8.2f %10s %8s %8s" % (
+        print("%-22s %12s %8.2f %10s %8s %8s %6s" % (
             NAMES[s], f(b["rps"]), b["rps"] / max(ref["r"]["rps"], 1),
-            f(cpu_per_op(r)), f(b["p50_us"], 0), f(b["p99_us"], 0)))
+            f(cpu_per_op(r)), f(b["p50_us"], 0), f(b["p99_us"], 0),
+            f(b.get("fair"))))
+    print("  fair: the least-served connection's replies over the mean "
+          "(target >= 0.5)")
 
 
 def curves(recs, svgdir):
@@ -177,7 +181,7 @@ def plot(dat, svgdir, row, xlabel, servers):
         "'%s' using 1:%d with linespoints title '%s'" % (dat, 3 + 2 * i,
                                                         NAMES[s])
         for i, s in enumerate(servers))
-    gnuplot("""set terminal svg size 900,380 dynamic font 'sans,11'
+    gnuplot("""set terminal svg size 900,380 dynamic font 'sans,11' noenhanced
 set output '%s/bench-%s.svg'
 set multiplot layout 1,2
 set logscale x
@@ -198,7 +202,7 @@ def plot_idle(dat, svgdir, servers):
     lines = ", ".join(
         "'%s' using 1:($%d/1024) with linespoints title '%s'" % (
             dat, 2 + i, NAMES[s]) for i, s in enumerate(servers))
-    gnuplot("""set terminal svg size 600,380 dynamic font 'sans,11'
+    gnuplot("""set terminal svg size 600,380 dynamic font 'sans,11' noenhanced
 set output '%s/bench-idle.svg'
 set key top left font ',9'
 set xlabel 'idle connections'

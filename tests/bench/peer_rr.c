@@ -8,7 +8,8 @@
  * ("PING\r\n") are measured by the same loop.  --idle N more connections
  * are opened first and held silent.  One thread, epoll; the latency of a
  * reply is taken from the send of the request it answers (FIFO per
- * connection).  Prints one JSON line: requests/s, p50/p99/max in us.
+ * connection).  Prints one JSON line: requests/s, p50/p99/max in us, and
+ * "fair": the least-served connection's replies over the mean.
  * upper-bench stays the scenario tool; this one exists because that one
  * checks uppercase replies and the peers do not uppercase.
  */
@@ -34,6 +35,7 @@ struct pr_conn {
 	uint32_t got;                /* bytes of the current reply */
 	uint64_t sent[PR_MAX_DEPTH]; /* send times, a FIFO */
 	unsigned head, n;
+	uint64_t done; /* replies in the measured part: fairness */
 };
 
 static char pr_req[256];
@@ -137,6 +139,7 @@ pr_input(struct pr_conn *c, size_t n, uint64_t now, int measure)
 		if (measure) {
 			pr_hist[us < PR_HIST ? us : PR_HIST]++;
 			pr_count++;
+			c->done++;
 		}
 	}
 	if (done)
@@ -162,7 +165,7 @@ main(int argc, char **argv)
 	double dur = 3, warm = 0.5;
 	struct epoll_event ev, evs[256];
 	struct pr_conn *cs;
-	uint64_t t0, tw, te, now, max = 0;
+	uint64_t t0, tw, te, now, max = 0, least = UINT64_MAX;
 	char buf[65536];
 	ssize_t r;
 
@@ -241,15 +244,20 @@ main(int argc, char **argv)
 			pr_input(pc, (size_t)r, now, now >= tw);
 		}
 	}
+	for (i = 0; i < conns; i++)
+		if (cs[i].done < least)
+			least = cs[i].done;
 	for (i = PR_HIST; i >= 0; i--)
 		if (pr_hist[i]) {
 			max = (uint64_t)i;
 			break;
 		}
 	printf("{\"rps\":%.0f,\"p50_us\":%.0f,\"p99_us\":%.0f,"
-	       "\"max_us\":%llu,\"requests\":%llu,\"all\":%llu}\n",
+	       "\"max_us\":%llu,\"requests\":%llu,\"all\":%llu,"
+	       "\"fair\":%.2f}\n",
 	    (double)pr_count / dur, pr_pct(0.5), pr_pct(0.99),
 	    (unsigned long long)max, (unsigned long long)pr_count,
-	    (unsigned long long)pr_all);
+	    (unsigned long long)pr_all,
+	    pr_count ? (double)least * conns / (double)pr_count : 0.0);
 	return 0;
 }
