@@ -222,7 +222,8 @@ bench-tail: all $(BIN)/peer-rr
 # Where the time goes in (a), (b) and (f), against the reference (perf).
 profile: all
 	@$(MAKE) --no-print-directory deps DEB_PKGS="linux-perf"
-	BIN=$(CURDIR)/$(BIN) tests/bench/profile.sh
+	BIN=$(CURDIR)/$(BIN) PROFILE_ENGINE=epoll tests/bench/profile.sh
+	BIN=$(CURDIR)/$(BIN) PROFILE_ENGINE=io_uring tests/bench/profile.sh
 
 deps-build:
 	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_BUILD)"

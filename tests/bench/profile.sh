@@ -53,8 +53,10 @@ REF_PORT=$(free_port)
     --udp "127.0.0.1:$REF_PORT" >>"$WORK/ref.log" 2>&1 &
 PIDS+=($!)
 U_PORT=$(free_port)
+# PROFILE_ENGINE: upperd's --io-engine (make profile runs both)
 "$BIN/upperd" --workers 2 --tcp "127.0.0.1:$U_PORT" --udp off --stats off \
-    --log-level warn --idle-timeout 0 >>"$WORK/upperd.log" 2>&1 &
+    --log-level warn --idle-timeout 0 --io-engine "${PROFILE_ENGINE:-epoll}" \
+    >>"$WORK/upperd.log" 2>&1 &
 PIDS+=($!)
 wait_ping "$REF_PORT"
 wait_ping "$U_PORT"
@@ -107,6 +109,7 @@ profile() {
 }
 
 echo "perf profile: (a), (b), (f) against the reference and upperd" \
+    "(--io-engine ${PROFILE_ENGINE:-epoll})" \
     "(2 processes each), ${DUR}s each; $(nproc) CPUs"
 for sc in a b f; do
 	profile "$sc" reference "$REF_PORT" upper-ref
