@@ -38,12 +38,13 @@ log_procname(const char *name)
 	snprintf(log_name, sizeof(log_name), "%s", name);
 }
 
-int
-log_open(const char *path)
+static int
+log_open_with(const char *path, int flags)
 {
 	int fd;
 
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | flags,
+	    0644);
 	if (fd == -1)
 		return -1;
 	if (log_out != STDERR_FILENO)
@@ -51,6 +52,18 @@ log_open(const char *path)
 	log_out = fd;
 	log_stamp = 1;
 	return 0;
+}
+
+int
+log_open(const char *path)
+{
+	return log_open_with(path, 0);
+}
+
+int
+log_open_nofollow(const char *path)
+{
+	return log_open_with(path, O_NOFOLLOW);
 }
 
 void

@@ -21,6 +21,10 @@ void log_procname(const char *name);
 /* Append to path (O_APPEND) instead of stderr; called again to reopen after
  * rotation.  -1 with errno on failure, the old destination kept. */
 int log_open(const char *path);
+/* The same, refusing a symlink as the last component (ELOOP): for a root
+ * process that will hand the file to another user, whose symlink there
+ * could name any file of root's. */
+int log_open_nofollow(const char *path);
 /* Back to stderr, as without --log-file (a reload that drops it). */
 void log_to_stderr(void);
 /* The fd lines go to, so a forked worker can keep it open. */

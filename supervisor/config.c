@@ -213,7 +213,8 @@ const char cfg_usage[] =
     "0-65535.\n"
     "Signals: TERM, INT graceful stop; QUIT immediate stop; HUP re-read the\n"
     "config file and replace every worker gracefully; TTIN, TTOU one worker\n"
-    "more, one fewer; USR1 reopen the log file.\n"
+    "more, one fewer; USR1 reopen the log file; USR2 upgrade to the\n"
+    "executable now at upperd's path, keeping connections and counters.\n"
     "Exit status: 0 success, 1 runtime error, 2 usage or configuration "
     "error.\n";
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "activation.h"
@@ -123,12 +124,23 @@ lock_pid_file(const char *path)
 
 /* After binding: nothing later needs root (addresses never change). */
 static void
-drop_privileges(const struct passwd *pw)
+drop_privileges(const struct passwd *pw, const char *log_file)
 {
+	struct stat st;
+
 	if (pw == NULL)
 		return;
-	/* The log file stays ours to reopen on USR1 after the drop. */
+	/* The log file stays ours to reopen on USR1 after the drop.  Only
+	 * a plain file of its own is handed over: one with a second name
+	 * (a hard link the account made to a file of root's) or a device
+	 * is written to but keeps its owner. */
 	if (log_fd() != STDERR_FILENO &&
+	    (fstat(log_fd(), &st) == -1 || !S_ISREG(st.st_mode) ||
+	        st.st_nlink != 1))
+		log_warnx("log file %s is not a plain file with one name: "
+		          "not handed to %s (a reopen on USR1 may fail)",
+		    log_file, pw->pw_name);
+	else if (log_fd() != STDERR_FILENO &&
 	    fchown(log_fd(), pw->pw_uid, pw->pw_gid) == -1)
 		die(1, "cannot chown log file to %s: %s", pw->pw_name,
 		    strerror(errno));
@@ -205,7 +217,10 @@ setup(struct sup *s, int argc, char **argv)
 	 * upperd cannot use. */
 	s->stats_fd = -1;
 	(void)act_adopt(s);
-	if (s->cfg.log_file[0] && log_open(s->cfg.log_file) == -1)
+	/* Opened as root for the --user account: never through a symlink,
+	 * which that account could have put there (drop_privileges) */
+	if (s->cfg.log_file[0] &&
+	    (pw != NULL ? log_open_nofollow : log_open)(s->cfg.log_file) == -1)
 		die(1, "cannot open log file %s: %s", s->cfg.log_file,
 		    strerror(errno));
 	act_report();
@@ -220,7 +235,7 @@ setup(struct sup *s, int argc, char **argv)
 	 * this one (closed in the worker) was. */
 	if ((s->tab = ctr_table_create(&s->tab_fd)) == NULL)
 		die(1, "cannot map the counter table: %s", strerror(errno));
-	drop_privileges(pw);
+	drop_privileges(pw, s->cfg.log_file);
 }
 
 /* UPG_ENV_FD's value: a stray or mistyped one ("abc" was fd 0 to atoi,

@@ -16,9 +16,14 @@ by a test that failed before its fix.
    socket": every later log line was lost and the pid file unlocked.
 4. --check-config said "configuration ok" for --tcp off --udp off, which
    a start refuses (exit 2, nothing to serve).
+5. With --user, the log file is opened as root and then handed to that
+   user with fchown: a symlink the user put in its log directory made
+   root append to, and give the user, any file of root's (a local root
+   escalation, as nginx's CVE-2016-1247).
 """
 
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -214,3 +219,39 @@ def test_check_config_refuses_what_a_start_refuses(tmp_path):
     assert (check.returncode, check.stderr) == (2, start.stderr)
     assert start.stderr == ("upperd: both --tcp and --udp are off: "
                             "nothing to serve\n")
+
+
+# --------------------------------------------------------------------------
+# 5. --user: the log file is never reached through the user's symlink
+
+def test_user_cannot_get_roots_files_through_a_log_symlink(tmp_path):
+    assert os.geteuid() == 0, "--user needs root: run the tests as root"
+    nobody = pwd.getpwnam("nobody")
+    logdir = tmp_path / "log"  # the --user account's own log directory
+    logdir.mkdir()
+    os.chown(str(logdir), nobody.pw_uid, nobody.pw_gid)
+    victim = tmp_path / "root-only"
+    victim.write_text("root's secret\n")
+    victim.chmod(0o600)
+    log = logdir / "upperd.log"
+    os.symlink(str(victim), str(log))
+    os.lchown(str(log), nobody.pw_uid, nobody.pw_gid)
+    r = run_expect_exit(["--user", "nobody", "--log-file", str(log),
+                         "--tcp", "127.0.0.1:0", "--udp", "off",
+                         "--stats", "off", "-w", "1"])
+    st = os.stat(str(victim))
+    assert (st.st_uid, st.st_gid) == (0, 0), "the user got root's file"
+    assert victim.read_text() == "root's secret\n"
+    assert r.returncode == 1, r
+    assert r.stderr == ("upperd: cannot open log file %s: Too many levels "
+                        "of symbolic links\n" % log), r.stderr
+    # a plain file there is still handed over (USR1 reopens it)
+    os.unlink(str(log))
+    d = conftest.Upperd(str(tmp_path), workers=1, log_to_file=False,
+                        args=["--user", "nobody", "--log-file", str(log)])
+    try:
+        wait_until(lambda: "ready: 1 worker" in log.read_text(), 10,
+                   msg="the ready line")
+        assert os.stat(str(log)).st_uid == nobody.pw_uid
+    finally:
+        assert d.cleanup() == []
