@@ -138,6 +138,23 @@ http_healthz(struct MHD_Connection *conn, struct sup *s)
 	return http_text(conn, 503, reason);
 }
 
+/* Bytes a "Basic" token decodes to.  libmicrohttpd hands the user and
+ * the password over as C strings, so a NUL in the decoded credentials
+ * cuts them short ("secret\0junk" would pass as "secret"): a length that
+ * differs from theirs means one was there. */
+static size_t
+http_basic_len(const char *hdr)
+{
+	size_t n, pad = 0;
+
+	if (hdr == NULL || strncmp(hdr, "Basic ", 6) != 0)
+		return 0;
+	n = strlen(hdr + 6);
+	while (pad < 2 && n > pad && hdr[6 + n - 1 - pad] == '=')
+		pad++;
+	return n / 4 * 3 - pad;
+}
+
 /* Does the request carry a user's credentials (or need none)?  A
  * malformed Authorization header costs the check a wrong password does. */
 static int
@@ -145,14 +162,17 @@ http_authorized(struct MHD_Connection *conn)
 {
 	enum auth_verdict v = AUTH_NO;
 	char *user, *pass = NULL;
+	const char *hdr;
 
 	if (http_auth == NULL)
 		return 1;
 	user = MHD_basic_auth_get_username_password(conn, &pass);
-	if (user != NULL)
-		v = auth_check(http_auth, user, pass != NULL ? pass : "");
-	else if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-	             MHD_HTTP_HEADER_AUTHORIZATION) != NULL)
+	hdr = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_AUTHORIZATION);
+	if (user != NULL && pass != NULL &&
+	    http_basic_len(hdr) == strlen(user) + 1 + strlen(pass))
+		v = auth_check(http_auth, user, pass);
+	else if (hdr != NULL)
 		v = auth_check(http_auth, "", "");
 	if (user != NULL)
 		MHD_free(user);

@@ -20,8 +20,12 @@ by a test that failed before its fix.
    user with fchown: a symlink the user put in its log directory made
    root append to, and give the user, any file of root's (a local root
    escalation, as nginx's CVE-2016-1247).
+6. --stats-auth took "alice:secret<NUL>junk" for alice's password
+   "secret": libmicrohttpd hands credentials over as C strings, cut at
+   the NUL.
 """
 
+import base64
 import os
 import pwd
 import re
@@ -35,11 +39,11 @@ import time
 import pytest
 
 import conftest
-from conftest import (UPPERD, http_get, run_expect_exit, tcp_roundtrip,
-                      wait_until)
+from conftest import (UPPERD, http_get, http_request, run_expect_exit,
+                      tcp_roundtrip, wait_until)
 from lifecycle_load import (get_stats, log_matches,
                             signal_and_wait_consumed)
-from test_stats_security import Pki, https_get, start
+from test_stats_security import Pki, crypt_hash, https_get, start
 
 
 @pytest.fixture
@@ -255,3 +259,22 @@ def test_user_cannot_get_roots_files_through_a_log_symlink(tmp_path):
         assert os.stat(str(log)).st_uid == nobody.pw_uid
     finally:
         assert d.cleanup() == []
+
+
+# --------------------------------------------------------------------------
+# 6. Basic credentials with a NUL in them
+
+def test_basic_auth_with_a_nul_is_not_the_password(upperd, tmp_path):
+    users = tmp_path / "users"
+    users.write_text("alice:%s\n" % crypt_hash("secret", "$6$"))
+    d = start(upperd, auth=str(users), workers=1)
+
+    def status(cred):
+        tok = base64.b64encode(cred).decode()
+        return http_request(d.stats_port, "/metrics",
+                            headers={"Authorization": "Basic " + tok})[0]
+    assert status(b"alice:secret") == 200
+    for cred in (b"alice:secret\0junk", b"alice:secret\0", b"alice\0:secret",
+                 b"alice\0x:secret", b"alice:secre"):
+        assert status(cred) == 401, cred
+    assert status(b"alice:secret") == 200
