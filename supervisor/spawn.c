@@ -303,7 +303,7 @@ sup_on_exit(struct sup *s, int cell, int status, const struct rusage *ru)
 		was_next = 0;
 	}
 	if (p.stop == SUP_STOP_SUPERSEDED) {
-		/* killed on purpose by a later reload: not a crash */
+		/* stopped on purpose by a later reload: not a crash */
 		log_info("worker %u replacement pid %d superseded before it "
 		         "served",
 		    p.slot, (int)p.pid);
@@ -624,8 +624,11 @@ sup_reload_slot(struct sup *s, unsigned i)
 		return;
 	}
 	if (sl->next >= 0) {
-		/* Forked with the previous configuration: start over. */
-		sup_kill_proc(s, sl->next, SUP_STOP_SUPERSEDED);
+		/* Forked with the previous configuration: start over.  It may
+		 * have accepted connections already (it serves before the
+		 * supervisor sees it ready), so it drains like any old one;
+		 * a KILL here reset them. */
+		sup_stop_proc(s, sl->next, SUP_STOP_SUPERSEDED);
 		sl->next = -1;
 	}
 	sup_begin_replace(s, i, SNAP_RELOAD);

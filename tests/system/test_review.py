@@ -23,6 +23,10 @@ by a test that failed before its fix.
 6. --stats-auth took "alice:secret<NUL>junk" for alice's password
    "secret": libmicrohttpd hands credentials over as C strings, cut at
    the NUL.
+7. Two HUPs in a row under load reset connections: a replacement forked
+   by the first reload, superseded by the second, was SIGKILLed, but it
+   had already accepted connections (it serves before the supervisor sees
+   it ready).  SPEC: a reload refuses and cuts none.
 """
 
 import base64
@@ -278,3 +282,46 @@ def test_basic_auth_with_a_nul_is_not_the_password(upperd, tmp_path):
                  b"alice\0x:secret", b"alice:secre"):
         assert status(cred) == 401, cred
     assert status(b"alice:secret") == 200
+
+
+# --------------------------------------------------------------------------
+# 7. a HUP that supersedes a starting replacement cuts nothing
+
+def test_double_hup_under_load_cuts_no_connection(upperd):
+    d = upperd(workers=2, drain_timeout=5)
+    stop = threading.Event()
+    lock = threading.Lock()
+    done, errors = [0], []
+
+    def client():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            msg = b"request %d during reloads\n" % i
+            try:
+                reply = tcp_roundtrip(d.tcp_port, msg)
+                ok = reply == msg.upper()
+            except (OSError, AssertionError) as e:
+                ok, reply = False, repr(e)
+            with lock:
+                done[0] += 1
+                if not ok:
+                    errors.append(reply)
+
+    threads = [threading.Thread(target=client, daemon=True)
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(10):
+            signal_and_wait_consumed(d.pid, signal.SIGHUP)
+            signal_and_wait_consumed(d.pid, signal.SIGHUP)
+            wait_until(lambda: d.healthz()[0] == 200, 30,
+                       msg="every replacement serving")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    assert done[0] > 100
+    assert errors == [], (len(errors), done[0], errors[:5])
+    assert "superseded before it served" in d.log(), d.log()
