@@ -680,8 +680,11 @@ sup_reload(struct sup *s)
 	struct cfg nc;
 	unsigned i;
 
-	if (s->mode != SUP_RUNNING || s->lame_until_ns)
-		return; /* a stop has begun */
+	if (s->mode != SUP_RUNNING || s->lame_until_ns) {
+		/* a stop has begun: said, not swallowed */
+		log_info("reload: stopping, HUP ignored");
+		return;
+	}
 	if (cfg_load(&nc, s->argc, s->argv, &action, err, sizeof(err)) == -1) {
 		log_error("reload failed, keeping the running configuration: "
 		          "%s",

@@ -4,7 +4,8 @@ by a test that failed before its fix.
 
 1. USR2 during the lame duck of a graceful stop (--shutdown-delay) used to
    upgrade, and the new image forgot the stop: upperd served on forever
-   after TERM, /healthz back at 200.
+   after TERM, /healthz back at 200.  (A HUP there was ignored without a
+   word; now it says so.)
 2. Over TLS the gate hands a connection to libmicrohttpd with its
    ClientHello, before its request: clients that finish the handshake and
    then trickle their head filled libmicrohttpd's connection limit (or the
@@ -73,6 +74,7 @@ def test_usr2_in_the_lame_duck_neither_upgrades_nor_cancels_the_stop(
     signal_and_wait_consumed(d.pid, signal.SIGTERM)
     assert http_get(d.stats_port, "/healthz")[2] == b"draining"
     signal_and_wait_consumed(d.pid, signal.SIGUSR2)
+    signal_and_wait_consumed(d.pid, signal.SIGHUP)
     # still the lame duck: serving, healthz 503, the same worker
     msg = b"lame duck\n"
     assert tcp_roundtrip(d.tcp_port, msg) == msg.upper()
@@ -86,6 +88,9 @@ def test_usr2_in_the_lame_duck_neither_upgrades_nor_cancels_the_stop(
     assert time.monotonic() - t0 >= 2
     assert log_matches(d.log(), r"^upgrade: stopping, USR2 ignored"), \
         d.log()
+    # the HUP too, and says so
+    assert log_matches(d.log(), r"^reload: stopping, HUP ignored"), d.log()
+    assert not log_matches(d.log(), r"^reloading:"), d.log()
 
 
 # --------------------------------------------------------------------------
