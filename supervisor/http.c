@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "gate_line.h"
 #include "http_route.h"
 #include "log.h"
 #include "net.h"
@@ -210,6 +211,13 @@ http_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	(void)upload;
 	(void)upload_len;
 	(void)req;
+	/* Over TLS the gate cannot read the request line, so its limits
+	 * are applied here too (a plain request has passed them). */
+	if (strlen(method) > GATE_METHOD_MAX)
+		return http_text(conn, MHD_HTTP_BAD_REQUEST, "bad request\n");
+	if (strlen(url) > GATE_LINE_MAX)
+		return http_text(conn, MHD_HTTP_URI_TOO_LONG,
+		    "request too long\n");
 	/* RFC 9112 3.2: an HTTP/1.1 request without Host, and any request
 	 * with more than one, is a 400. */
 	hosts = 0;

@@ -28,6 +28,9 @@ by a test that failed before its fix.
    by the first reload, superseded by the second, was SIGKILLed, but it
    had already accepted connections (it serves before the supervisor sees
    it ready).  SPEC: a reload refuses and cuts none.
+8. Over TLS the gate cannot read the request line, and libmicrohttpd
+   answered a 100-byte method with 405 and a 9,000-byte target with 404,
+   where SPEC (and the plain endpoint) give 400 and 414.
 """
 
 import base64
@@ -330,3 +333,33 @@ def test_double_hup_under_load_cuts_no_connection(upperd):
     assert done[0] > 100
     assert errors == [], (len(errors), done[0], errors[:5])
     assert "superseded before it served" in d.log(), d.log()
+
+
+# --------------------------------------------------------------------------
+# 8. over-long method and target over TLS
+
+def tls_status(port, ctx, request):
+    """The status code of the answer to a raw request over TLS."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
+            t.sendall(request)
+            data = b""
+            while b"\r\n" not in data:
+                chunk = t.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    return int(data.split(b" ")[1]) if data else None
+
+
+def test_tls_long_method_is_400_long_target_414(upperd, tmp_path):
+    pki = Pki(tmp_path / "pki")
+    cert, key = pki.server("srv")
+    ctx = pki.context()
+    d = start(upperd, cert, key, ctx=ctx, workers=1)
+    for req, want in (
+            (b"A" * 100 + b" / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+             414),
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200)):
+        assert tls_status(d.stats_port, ctx, req) == want, req[:40]
