@@ -70,6 +70,10 @@ struct sup_upgrade {
 	uint64_t deadline_ns;   /* CLOCK_MONOTONIC: ready by then */
 	int timed_out;          /* the probe was killed at the deadline */
 	char said[128];         /* what the probe wrote on the pipe */
+	struct timespec mtime;  /* the file the probe was started from: */
+	dev_t dev;              /* an execve of anything else would run */
+	ino_t ino;              /* an executable nobody tried */
+	off_t size;
 	size_t nsaid;
 	unsigned queued; /* UPG_Q_* signals waiting for the upgrade */
 	uint64_t ok, failed;

@@ -276,9 +276,10 @@ upg_probe_child(struct sup *s, int state_fd, int wfd)
 	_exit(127);
 }
 
-/* Why the new executable cannot even be tried, or NULL. */
+/* Why the new executable cannot even be tried, or NULL; the file tried
+ * is remembered (upg_replaced). */
 static const char *
-upg_precheck(const struct sup *s)
+upg_precheck(struct sup *s)
 {
 	struct stat st;
 
@@ -288,7 +289,26 @@ upg_precheck(const struct sup *s)
 		return "not a regular file";
 	if (access(s->upg.exe, X_OK) == -1)
 		return "not executable";
+	s->upg.dev = st.st_dev;
+	s->upg.ino = st.st_ino;
+	s->upg.size = st.st_size;
+	s->upg.mtime = st.st_mtim;
 	return NULL;
+}
+
+/* Is the file at the path now another one than the probe ran (installed
+ * again meanwhile)?  A file gone is left to execve to report. */
+static int
+upg_replaced(const struct sup *s)
+{
+	struct stat st;
+
+	if (stat(s->upg.exe, &st) == -1)
+		return 0;
+	return st.st_dev != s->upg.dev || st.st_ino != s->upg.ino ||
+	    st.st_size != s->upg.size ||
+	    st.st_mtim.tv_sec != s->upg.mtime.tv_sec ||
+	    st.st_mtim.tv_nsec != s->upg.mtime.tv_nsec;
 }
 
 /* USR2: start the probe of the new executable. */
@@ -443,6 +463,11 @@ upg_exec(struct sup *s)
 	int state_fd, saved;
 
 	upg_quiesce_http(s);
+	if (upg_replaced(s)) {
+		upg_unexec(s, -1);
+		upg_fail(s, "it was replaced while it was being tried");
+		return;
+	}
 	if ((state_fd = upg_state_fd(s)) == -1 ||
 	    upg_set_cloexec(state_fd, 0) == -1 || upg_keep_fds(s, 1) == -1) {
 		saved = errno;

@@ -31,6 +31,9 @@ by a test that failed before its fix.
 8. Over TLS the gate cannot read the request line, and libmicrohttpd
    answered a 100-byte method with 405 and a 9,000-byte target with 404,
    where SPEC (and the plain endpoint) give 400 and 414.
+9. A binary installed again while the first was being tried (the probe
+   can take up to --heartbeat-timeout) was executed unprobed at the point
+   of no return: a broken one took the service down.
 """
 
 import base64
@@ -363,3 +366,34 @@ def test_tls_long_method_is_400_long_target_414(upperd, tmp_path):
              414),
             (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200)):
         assert tls_status(d.stats_port, ctx, req) == want, req[:40]
+
+
+# --------------------------------------------------------------------------
+# 9. the file executed is the file the probe ran
+
+def test_upgrade_refuses_a_file_replaced_while_it_was_tried(upperd, exe,
+                                                            tmp_path):
+    broken = tmp_path / "broken"
+    broken.write_text("#!/bin/sh\nexit 1\n")
+    broken.chmod(0o755)
+    d = upperd(workers=1)
+    pids = set(d.worker_pids())
+    # the new binary's probe installs the broken file over the path, then
+    # answers the handshake as the real binary would
+    tmp = exe + ".new"
+    with open(tmp, "w") as f:
+        f.write('#!/bin/sh\nif [ -n "$UPPERD_UPGRADE_PROBE" ]; then\n'
+                '  cp %s %s.swap && mv %s.swap %s\nfi\nexec %s "$@"\n' %
+                (broken, exe, exe, exe, UPPERD))
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, exe)
+    os.kill(d.pid, signal.SIGUSR2)
+    doc = wait_until(lambda: (lambda x: x if x["upgrades"]["failed"] else
+                              None)(get_stats(d.stats_port)), 15,
+                     msg="the upgrade refused")
+    assert doc["upgrades"] == {"ok": 0, "failed": 1}
+    assert d.alive() and set(d.worker_pids()) == pids
+    assert http_get(d.stats_port, "/healthz")[0] == 200
+    assert log_matches(d.log(), r"^upgrade to .* failed, upperd \S+ serves "
+                       r"on: it was replaced while it was being tried$"), \
+        d.log()
