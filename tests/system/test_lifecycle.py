@@ -283,11 +283,15 @@ def test_chaos_kill_random_worker_every_300ms(upperd):
     assert load.total("resets") > 0, summary
     assert during >= 1000, summary
     # every kill was seen, counted and logged as a crash
-    doc = wait_until(
-        lambda: (lambda doc: doc if sum(
-            w["restarts_by_reason"]["crash"] for w in doc["workers"])
-            >= len(kills) else None)(get_stats(d.stats_port)),
-        5, msg="%d crashes counted" % len(kills))
+    def counted():
+        doc = get_stats(d.stats_port)
+        n = sum(w["restarts_by_reason"]["crash"] for w in doc["workers"])
+        return doc if n >= len(kills) else None
+    try:
+        doc = wait_until(counted, 5, msg="%d crashes counted" % len(kills))
+    except AssertionError as e:
+        raise AssertionError("%s\nkills %r\nstats %r\nlog:\n%s" % (
+            e, kills, brief(get_stats(d.stats_port)), d.log()[-6000:]))
     assert sum(w["restarts_by_reason"]["crash"]
                for w in doc["workers"]) == len(kills), brief(doc)
     assert all(w["restarts_by_reason"]["crash"] == w["restarts"]
