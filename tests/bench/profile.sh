@@ -69,12 +69,14 @@ scenario_args() {
 	esac
 }
 
-# Share of all samples per program: the two CPUs are 100 %.
+# Share of all samples per program (the server: a comma-separated list of
+# its comm names): the two CPUs are 100 %.
 shares() {
 	perf report -i "$1" --sort comm --stdio -q 2>/dev/null |
 	    awk -v srv="$2" '
+	    BEGIN { n = split(srv, l, ","); for (j = 1; j <= n; j++) mine[l[j]] }
 	    { p = $1; sub(/%/, "", p); c = $2 }
-	    c == srv { s += p; next }
+	    c in mine { s += p; next }
 	    c == "upper-bench" { b += p; next }
 	    c == "swapper" { i += p; next }
 	    { o += p }
@@ -113,5 +115,6 @@ echo "perf profile: (a), (b), (f) against the reference and upperd" \
     "(2 processes each), ${DUR}s each; $(nproc) CPUs"
 for sc in a b f; do
 	profile "$sc" reference "$REF_PORT" upper-ref
-	profile "$sc" upperd "$U_PORT" upperd
+	# the workers name themselves upperd-wN (comm)
+	profile "$sc" upperd "$U_PORT" upperd,upperd-w0,upperd-w1
 done
