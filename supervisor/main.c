@@ -310,7 +310,8 @@ main(int argc, char **argv)
 	status = sup_loop(&sup);
 	sup_http_stop(&sup);
 	if (pid_remove() == -1)
-		log_warn("unlink %s", sup.cfg.pid_file);
+		log_warn("cannot remove pid file %s, left empty",
+		    sup.cfg.pid_file);
 	log_info("exiting");
 	return status;
 }

@@ -120,13 +120,20 @@ pid_adopt(int fd, const char *path)
 int
 pid_remove(void)
 {
-	int ret;
+	int ret, saved;
 
 	if (pid_lockfd == -1)
 		return 0;
 	/* Unlink before unlocking: a starter waiting for the lock then
-	 * finds its fd no longer names the file (pid_same) and retries. */
-	ret = unlink(pid_path);
+	 * finds its fd no longer names the file (pid_same) and retries.
+	 * After --user dropped the right to unlink it, empty it at least:
+	 * a stale pid would name whatever process gets it next (and
+	 * logrotate's postrotate would signal that one). */
+	if ((ret = unlink(pid_path)) == -1) {
+		saved = errno;
+		(void)!ftruncate(pid_lockfd, 0);
+		errno = saved;
+	}
 	close(pid_lockfd);
 	pid_lockfd = -1;
 	return ret;

@@ -18,7 +18,8 @@ int pid_fd(void);
 /* After a re-exec: fd (handed over open) is the locked file at path. */
 int pid_adopt(int fd, const char *path);
 /* Remove the file if this process holds its lock, then drop the lock;
- * -1 with errno if the unlink failed (the lock is dropped anyway). */
+ * -1 with errno if the unlink failed (the file is then emptied, and the
+ * lock dropped anyway). */
 int pid_remove(void);
 
 #endif

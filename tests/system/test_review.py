@@ -34,6 +34,10 @@ by a test that failed before its fix.
 9. A binary installed again while the first was being tried (the probe
    can take up to --heartbeat-timeout) was executed unprobed at the point
    of no return: a broken one took the service down.
+10. With --user and a pid file in a directory only root may write, the
+    unprivileged supervisor could not unlink it at exit and left its pid
+    there, for logrotate's postrotate to signal whatever process gets
+    that pid next.  It is emptied now (the snippet skips an empty file).
 """
 
 import base64
@@ -397,3 +401,21 @@ def test_upgrade_refuses_a_file_replaced_while_it_was_tried(upperd, exe,
     assert log_matches(d.log(), r"^upgrade to .* failed, upperd \S+ serves "
                        r"on: it was replaced while it was being tried$"), \
         d.log()
+
+
+# --------------------------------------------------------------------------
+# 10. --user: a pid file upperd cannot remove names no process
+
+def test_user_pid_file_left_empty_when_it_cannot_be_removed(upperd,
+                                                            tmp_path):
+    assert os.geteuid() == 0, "--user needs root: run the tests as root"
+    run = tmp_path / "run"  # root's, as /run/upperd without the unit
+    run.mkdir()
+    run.chmod(0o755)
+    pid_file = run / "upperd.pid"
+    d = upperd(workers=1, user="nobody", pid_file=str(pid_file))
+    assert pid_file.read_text().strip() == str(d.pid)
+    assert d.stop(signal.SIGTERM, 15) == 0
+    assert not pid_file.exists() or pid_file.read_text() == "", \
+        pid_file.read_text()
+    assert "cannot remove pid file %s, left empty" % pid_file in d.log()
