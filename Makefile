@@ -261,7 +261,15 @@ SHARE_TREES := dashboards deploy/prometheus deploy/haproxy deploy/nginx \
 ETC_FILES := upperd/upperd.conf:deploy/upperd.conf \
              logrotate.d/upperd:deploy/logrotate/upperd
 
+# A path with a space splits into two words: an uninstall's rm -rf would
+# remove the first word's directory (PREFIX="/opt/my upperd": /opt/my).
+PATH_VARS_SPLIT = $(strip $(foreach v,DESTDIR PREFIX SYSCONFDIR BINDIR \
+    SBINDIR DATADIR MANDIR SYSTEMDUNITDIR,$(if $(word 2,$($(v))),$(v))))
+NO_SPLIT_PATHS = $(if $(PATH_VARS_SPLIT),$(error $(PATH_VARS_SPLIT): \
+    a path with a space is not supported))
+
 install: all
+	$(NO_SPLIT_PATHS)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) \
 	    $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSCONFDIR)/upperd \
 	    $(DESTDIR)$(SYSCONFDIR)/logrotate.d
@@ -306,6 +314,7 @@ deb:
 	lintian --fail-on error $(abspath $(DEB_OUT))/upperd_*.deb
 
 uninstall:
+	$(NO_SPLIT_PATHS)
 	rm -f $(DESTDIR)$(SBINDIR)/upperd $(DESTDIR)$(BINDIR)/upper \
 	    $(DESTDIR)$(BINDIR)/upper-bench
 	rm -f $(foreach m,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))

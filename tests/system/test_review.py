@@ -38,6 +38,9 @@ by a test that failed before its fix.
     unprivileged supervisor could not unlink it at exit and left its pid
     there, for logrotate's postrotate to signal whatever process gets
     that pid next.  It is emptied now (the snippet skips an empty file).
+11. make uninstall PREFIX="/opt/my upperd" ran rm -f /opt/my (the path
+    split at the space: a file there was deleted), and make install made
+    directories under the current one; both refuse such paths now.
 """
 
 import base64
@@ -48,13 +51,14 @@ import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 
 import pytest
 
 import conftest
-from conftest import (UPPERD, http_get, http_request, run_expect_exit,
+from conftest import (REPO, UPPERD, http_get, http_request, run_expect_exit,
                       tcp_roundtrip, wait_until)
 from lifecycle_load import (get_stats, log_matches,
                             signal_and_wait_consumed)
@@ -419,3 +423,22 @@ def test_user_pid_file_left_empty_when_it_cannot_be_removed(upperd,
     assert not pid_file.exists() or pid_file.read_text() == "", \
         pid_file.read_text()
     assert "cannot remove pid file %s, left empty" % pid_file in d.log()
+
+
+# --------------------------------------------------------------------------
+# 11. make uninstall with a space in a path
+
+def test_uninstall_with_a_space_in_prefix_removes_nothing(tmp_path):
+    mine = tmp_path / "my"  # what "PREFIX=<tmp>/my dir" would split off
+    mine.write_text("not upperd's\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    r = subprocess.run(["make", "-s", "-C", REPO, "uninstall",
+                        "PREFIX=%s/my dir" % tmp_path,
+                        "SYSCONFDIR=%s/etc" % tmp_path], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=120)
+    out = r.stdout.decode(errors="replace")
+    assert mine.exists(), out
+    assert r.returncode != 0, out
+    assert "a path with a space is not supported" in out, out
