@@ -364,7 +364,7 @@ def curl_time(port, path):
     return int(code), float(t)
 
 
-def within_bound(scrape, base, bound=0.1, tries=3):
+def within_bound(scrape, base, bound=0.1, tries=6):
     """Scrape each path of base five times; every one must take at most
     bound seconds more than the slowest scrape of that path without the
     flood.  The machine running the tests is shared: a round spoiled by
