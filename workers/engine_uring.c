@@ -490,7 +490,7 @@ const struct eng_ops eng_uring = {
 
 /* io_uring where asked for and the kernel allows it (not disabled by
  * kernel.io_uring_disabled, a seccomp filter or an old kernel), else
- * epoll, said once per worker. */
+ * epoll, said once (by worker 0; the others at debug). */
 int
 eng_open(struct wrk *w)
 {
@@ -499,7 +499,11 @@ eng_open(struct wrk *w)
 			w->eng = &eng_uring;
 			return 0;
 		}
-		log_warn("io_uring unavailable, using epoll");
+		/* one line for the service, not one per worker */
+		if (w->slot == 0)
+			log_warn("io_uring unavailable, using epoll");
+		else
+			log_debug("io_uring unavailable, using epoll");
 		if (urg_state.ring.ring_fd > 0)
 			io_uring_queue_exit(&urg_state.ring);
 		memset(&urg_state, 0, sizeof(urg_state));
