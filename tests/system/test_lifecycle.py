@@ -333,6 +333,11 @@ def test_sigstop_worker_is_replaced_as_hung(upperd):
         took = time.monotonic() - t0
         assert took <= 4.0, "replaced after %.2fs" % took
         assert w["restarts_by_reason"] == reasons(hung=1)
+        # the replacement may serve before the SIGKILLed worker is reaped
+        # (a loaded host): its exit is recorded at the reap
+        w = wait_until(lambda: (lambda x: x if x["last_exit"] else None)(
+            slot_of(get_stats(d.stats_port), slot)), 2,
+            msg="slot %d's last exit recorded" % slot)
         assert w["last_exit"] == "signal 9"
         wait_until(lambda: pid_gone(stopped), 2,
                    msg="the stopped worker %d to be killed" % stopped)
