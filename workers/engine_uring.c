@@ -23,6 +23,11 @@
  *   with ENOBUFS and is armed again once this batch has given its
  *   buffers back.  The kernel bounds how much one multishot receive
  *   takes in a row, so a busy connection does not starve the others.
+ *   Where the kernel can (6.18 here; urg_probe_limit), one arming takes
+ *   about URG_RECV_MAX bytes and is armed again by urg_settle: armed
+ *   without a limit, a receive takes everything the socket has queued
+ *   (megabytes, once a client that does not read has filled it) before
+ *   the worker sees a byte of it and can stop it.
  * - Output: copied into c->pend and sent with one send request at a
  *   time per connection (two in flight on one socket could be reordered);
  *   what is made meanwhile queues in c->q and goes out as one send when
@@ -50,6 +55,11 @@
 #define URG_BUFSZ (32 * 1024)
 #define URG_BGID 1
 #define URG_QUEUE_MIN 4096 /* first allocation of c->q */
+/* Bytes one arming of a connection's receive may take, as one epoll read:
+ * a connection then holds at most WRK_OUTBUF plus the output of
+ * URG_RECV_MAX + URG_BUFSZ (one read may pass the limit) of unsent
+ * output. */
+#define URG_RECV_MAX WRK_INBUF
 
 /*
  * user_data: a connection's pointer with the operation in its low bits
@@ -59,13 +69,14 @@
 #define URG_OP_RECV 0
 #define URG_OP_SEND 1
 #define URG_OP_MASK 15
-enum { URG_UD_EPOLL = 1, URG_UD_CANCEL };
+enum { URG_UD_EPOLL = 1, URG_UD_CANCEL, URG_UD_PROBE };
 
 struct eng_uring {
 	struct io_uring ring;
 	struct io_uring_buf_ring *br;
 	uint8_t *bufs; /* URG_NBUF * URG_BUFSZ, pages touched as used */
 	int ep_more;   /* the epoll set reported events: read it again */
+	int recv_lim;  /* the kernel limits a multishot receive's bytes */
 };
 
 static struct eng_uring urg_state;
@@ -111,6 +122,67 @@ static uint64_t
 urg_ud(const struct wconn *c, unsigned op)
 {
 	return (uint64_t)(uintptr_t)c | op;
+}
+
+static void urg_buf_return(struct eng_uring *u, unsigned bid);
+
+/* A multishot receive into the shared buffers that ends after lim bytes
+ * (0: never): sqe->optlen in newer headers, the word that older ones
+ * call file_index. */
+static void
+urg_prep_recv(struct io_uring_sqe *sqe, int fd, unsigned lim)
+{
+	io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = URG_BGID;
+	sqe->file_index = lim;
+}
+
+/*
+ * Does this kernel end a multishot receive after a number of bytes?  Two
+ * bytes wait in a socketpair and a receive limited to one byte is armed:
+ * a kernel that knows the limit ends it once it has read (the limit
+ * may be passed by what one read takes, at most URG_BUFSZ);
+ * one that does not refuses the field (EINVAL), or, should one ignore it,
+ * the receive stays armed and is cancelled.  Only completions of this
+ * receive can be in the ring yet.
+ */
+static void
+urg_probe_limit(struct eng_uring *u)
+{
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	int sv[2], more = 1, n;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1)
+		return;
+	if (write(sv[1], "xx", 2) != 2 ||
+	    (sqe = io_uring_get_sqe(&u->ring)) == NULL)
+		goto out;
+	urg_prep_recv(sqe, sv[0], 1);
+	io_uring_sqe_set_data64(sqe, URG_UD_PROBE);
+	for (n = 0; more && n < 4; n++) {
+		if (io_uring_submit_and_wait(&u->ring, 1) < 0 ||
+		    io_uring_peek_cqe(&u->ring, &cqe) != 0)
+			break;
+		if (io_uring_cqe_get_data64(cqe) == URG_UD_PROBE) {
+			more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+			if (n == 0 && cqe->res > 0 && !more)
+				u->recv_lim = 1;
+			if (cqe->flags & IORING_CQE_F_BUFFER)
+				urg_buf_return(u,
+				    cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+			if (more && n == 0 &&
+			    (sqe = io_uring_get_sqe(&u->ring)) != NULL) {
+				io_uring_prep_cancel64(sqe, URG_UD_PROBE, 0);
+				io_uring_sqe_set_data64(sqe, URG_UD_CANCEL);
+			}
+		}
+		io_uring_cqe_seen(&u->ring, cqe);
+	}
+out:
+	close(sv[0]);
+	close(sv[1]);
 }
 
 /* The ring, the shared receive buffers and the polls; flags the kernel
@@ -159,6 +231,7 @@ urg_init(struct eng_uring *u)
 		    URG_BUFSZ, (unsigned short)i,
 		    io_uring_buf_ring_mask(URG_NBUF), i);
 	io_uring_buf_ring_advance(u->br, URG_NBUF);
+	urg_probe_limit(u);
 	return 0;
 }
 
@@ -181,9 +254,7 @@ urg_recv(struct eng_uring *u, struct wconn *c)
 
 	if (sqe == NULL)
 		return -1;
-	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = URG_BGID;
+	urg_prep_recv(sqe, c->fd, u->recv_lim ? URG_RECV_MAX : 0);
 	io_uring_sqe_set_data64(sqe, urg_ud(c, URG_OP_RECV));
 	c->recv_on = 1;
 	return 0;
@@ -408,8 +479,8 @@ urg_dispatch(struct wrk *w, struct eng_uring *u, const struct io_uring_cqe *cqe)
 		if (!(cqe->flags & IORING_CQE_F_MORE) &&
 		    urg_poll(u, w->ev.ep, URG_UD_EPOLL) == -1)
 			log_warn("io_uring: poll");
-	} else if (ud == URG_UD_CANCEL) {
-		return;
+	} else if (ud == URG_UD_CANCEL || ud == URG_UD_PROBE) {
+		return; /* a late completion of urg_probe_limit's */
 	} else if ((ud & URG_OP_MASK) == URG_OP_RECV)
 		urg_on_recv(w, u, c, cqe);
 	else
