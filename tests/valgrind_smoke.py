@@ -3,7 +3,8 @@
 valgrind_smoke.py: the system smoke of `make valgrind`.  upperd (supervisor
 and every worker it forks) runs under memcheck; the script gives it TCP and
 UDP traffic, scrapes every endpoint (and the 404/405/400 paths), sends HUP,
-TTIN and TTOU, stops it with TERM, and then reads every process's memcheck
+TTIN and TTOU, stops it with TERM (twice: over HTTP, then over HTTPS with
+Basic auth, 401s and plain HTTP to the TLS port included), and then reads every process's memcheck
 log: each one must end in "ERROR SUMMARY: 0 errors" (definite leaks count
 as errors, --errors-for-leak-kinds=definite).  A process whose log has no
 summary (it was killed, or crashed) is a failure too.
@@ -31,14 +32,22 @@ sys.path.insert(0, os.path.join(HERE, "system"))
 from conftest import (children_of, free_port, http_get, http_raw,  # noqa
                       is_upperd, kill_pid, status_of, tcp_roundtrip, ucase,
                       udp_roundtrip, wait_until)
+from test_stats_security import (Pki, basic, crypt_hash,  # noqa
+                                 https_get, write)
 
 STEP_TIMEOUT = 60.0
 SUMMARY_RE = re.compile(r"ERROR SUMMARY: (\d+) errors")
 
 
 class Smoke:
-    def __init__(self, bin_dir, out_dir, supp):
+    """One upperd under memcheck.  With tls (a Pki), its stats endpoint
+    is HTTPS with Basic auth, so libmicrohttpd's GnuTLS side, the
+    certificate and users loading and their reload on HUP run too."""
+
+    def __init__(self, bin_dir, out_dir, supp, tls=None):
         self.out = out_dir
+        self.tls = tls
+        self.auth = {}
         os.makedirs(out_dir, exist_ok=True)
         for f in glob.glob(os.path.join(out_dir, "vg.*.log")):
             os.unlink(f)
@@ -58,15 +67,32 @@ class Smoke:
             "--heartbeat-timeout", "120", "--drain-timeout", "30",
             "--log-level", "debug",
             "--log-file", os.path.join(out_dir, "upperd.log")]
+        if tls:
+            cert, key = tls.server("srv")
+            users = write(os.path.join(out_dir, "users"), "smoke:%s\n" %
+                          crypt_hash("pw", "$6$"))
+            self.cmd += ["--stats-tls-cert", cert, "--stats-tls-key", key,
+                         "--stats-auth", users]
+            self.auth = basic("smoke", "pw")
         self.err = open(os.path.join(out_dir, "upperd.stderr"), "wb")
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                      stdout=self.err, stderr=self.err)
         self.seen = set()
         self.last = None
 
+    def get(self, path, method="GET", headers=None):
+        """(status, headers, body) over HTTP, or HTTPS with the
+        credentials unless headers says otherwise."""
+        if not self.tls:
+            return http_get(self.stats_port, path, method=method,
+                            timeout=20.0)
+        return https_get(self.stats_port, path, self.tls.context(),
+                         headers=self.auth if headers is None else headers,
+                         timeout=20.0)
+
     def stats(self):
         import json
-        st, _, body = http_get(self.stats_port, "/stats", timeout=20.0)
+        st, _, body = self.get("/stats")
         assert st == 200, (st, body)
         doc = json.loads(body)
         self.seen.update(w["pid"] for w in doc["workers"] if w["pid"])
@@ -78,7 +104,7 @@ class Smoke:
         if self.proc.poll() is not None:
             raise AssertionError("upperd exited: %s" % self.proc.returncode)
         try:
-            st, _, _ = http_get(self.stats_port, "/healthz", timeout=20.0)
+            st, _, _ = self.get("/healthz")
             if st != 200:
                 return None
             doc = self.stats()
@@ -113,6 +139,8 @@ class Smoke:
             assert got == ucase(data), (data, got)
 
     def scrape(self):
+        if self.tls:
+            return self.scrape_tls()
         for path, want in (("/stats", 200), ("/metrics", 200),
                            ("/healthz", 200), ("/", 200), ("/nope", 404)):
             st, _, _ = http_get(self.stats_port, path, timeout=20.0)
@@ -128,6 +156,19 @@ class Smoke:
                            414)):
             st = status_of(http_raw(self.stats_port, raw, timeout=20.0))
             assert st == want, (raw[:20], st)
+
+    def scrape_tls(self):
+        for path, want in (("/stats", 200), ("/metrics", 200),
+                           ("/healthz", 200), ("/", 200), ("/nope", 404)):
+            st, _, _ = self.get(path)
+            assert st == want, (path, st)
+        for headers in ({}, basic("smoke", "wrong"), basic("nobody", "pw")):
+            st, _, _ = self.get("/metrics", headers=headers)
+            assert st == 401, (headers, st)
+        # plain HTTP to the HTTPS port: nothing comes back
+        raw = http_raw(self.stats_port, b"GET /metrics HTTP/1.1\r\n"
+                       b"Host: x\r\n\r\n", timeout=20.0)
+        assert status_of(raw) is None, raw[:100]
 
     def signal_and_wait(self, sig, n, what, changed=True):
         before = {w["pid"] for w in self.stats()["workers"]}
@@ -186,11 +227,10 @@ class Smoke:
         return logs, bad
 
 
-def main():
-    bin_dir, out_dir = sys.argv[1], sys.argv[2]
-    supp = sys.argv[3] if len(sys.argv) > 3 else None
+def run_one(bin_dir, out_dir, supp, tls=None):
+    """Run one smoke; returns 0 when it and every log are clean."""
     t0 = time.monotonic()
-    smoke = Smoke(bin_dir, out_dir, supp)
+    smoke = Smoke(bin_dir, out_dir, supp, tls)
     failed = None
     try:
         smoke.run()
@@ -206,9 +246,19 @@ def main():
         print(failed)
         with open(os.path.join(out_dir, "upperd.log"), errors="replace") as f:
             print(f.read()[-4000:])
-    print("valgrind smoke: %d processes checked, %d with errors, %.0f s" %
-          (len(logs), len(bad), time.monotonic() - t0))
+    print("valgrind smoke%s: %d processes checked, %d with errors, %.0f s" %
+          (" (HTTPS + auth)" if tls else "", len(logs), len(bad),
+           time.monotonic() - t0))
     return 1 if failed or bad or not logs else 0
+
+
+def main():
+    bin_dir, out_dir = sys.argv[1], sys.argv[2]
+    supp = sys.argv[3] if len(sys.argv) > 3 else None
+    rc = run_one(bin_dir, os.path.join(out_dir, "http"), supp)
+    tls_dir = os.path.join(out_dir, "https")
+    rc |= run_one(bin_dir, tls_dir, supp, Pki(os.path.join(tls_dir, "pki")))
+    return rc
 
 
 if __name__ == "__main__":
