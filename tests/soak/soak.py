@@ -92,6 +92,7 @@ class Soak:
         self.kills = self.hups = self.ttin = self.ttou = 0
         self.idle = []
         self.examples = []
+        self.loaded_samples = 0
 
     # -- the daemon ---------------------------------------------------
     def stats(self):
@@ -515,6 +516,8 @@ class Soak:
         while time.monotonic() - t0 < self.seconds and \
                 self.proc.poll() is None:
             time.sleep(1.0)
+        # the figures end here: what follows is the load winding down
+        self.loaded_samples = len(self.samples)
         self.stop.set()
         for t in threads[1:]:
             t.join(TIMEOUT * 5)
@@ -564,7 +567,8 @@ def report(soak, rest, elapsed):
     names = ("supervisor RSS KiB", "supervisor fds", "worker RSS KiB (max)",
              "worker fds - conns")
     for i, name in enumerate(names, start=1):
-        start, end, top = figures(soak.samples, i, warm)
+        start, end, top = figures(soak.samples[:soak.loaded_samples], i,
+                                  warm)
         print("%-22s %10d %10d %10d" % (name, start, end, top))
         if end > start * 1.05:
             fails.append("%s grew: %d -> %d" % (name, start, end))
