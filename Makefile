@@ -379,10 +379,11 @@ FUZZ_gate_OBJS   := supervisor/gate_line.o supervisor/http_route.o
 FUZZ_config_OBJS := $(TEST_config_OBJS)
 FUZZ_upg_OBJS    := $(TEST_upg_state_OBJS)
 FUZZ_act_OBJS    := $(TEST_act_OBJS)
-# What a harness run is given: a time-out per input, a memory cap, and the
-# harness's dictionary when it has one.
+# What a harness run is given: a time-out per input, a memory cap, the
+# harness's dictionary and options (NAME.options) when it has them.
 FUZZ_RUN = -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     $$(test -f tests/fuzz/$$h.dict && echo -dict=tests/fuzz/$$h.dict) \
+    $$(cat tests/fuzz/$$h.options 2>/dev/null) \
     -artifact_prefix=$(CURDIR)/$(FUZZ_OUT)/artifacts/$$h- \
     $(FUZZ_OUT)/corpus/$$h tests/fuzz/corpus/$$h
 
