@@ -428,24 +428,25 @@ class Soak:
 
     def sampler(self, done):
         """Once a second: the supervisor's RSS and fds, the largest
-        worker RSS, and the most fds a worker holds beyond its open
-        connections (its connections come and go with the clients; what
-        stays is what could leak)."""
+        worker RSS, and the fds a worker process holds beyond the open
+        connections, on average: (all worker fds - tcp_connections_active
+        of the totals) / worker processes.  Connections come and go with
+        the clients, and a draining worker's still count for its slot, so
+        only that overhead shows what could leak."""
         t0 = time.monotonic()
         while not done.is_set():
             try:
-                active = {w["pid"]: w["tcp_connections_active"]
-                          for w in self.stats()["workers"] if w["pid"]}
+                active = self.stats()["totals"]["tcp_connections_active"]
             except (OSError, ValueError):
-                active = {}
+                active = None
             sup = self.rss_fds(self.proc.pid)
-            wrk = {p: self.rss_fds(p) for p in children_of(self.proc.pid)}
-            wrk = {p: x for p, x in wrk.items() if x}
-            extra = [x[1] - active[p] for p, x in wrk.items() if p in active]
-            if sup and wrk and extra:
+            wrk = [x for x in (self.rss_fds(p)
+                               for p in children_of(self.proc.pid)) if x]
+            if sup and wrk and active is not None:
                 self.samples.append((time.monotonic() - t0, sup[0], sup[1],
-                                     max(r for r, _ in wrk.values()),
-                                     max(extra)))
+                                     max(r for r, _ in wrk),
+                                     (sum(f for _, f in wrk) - active) /
+                                     len(wrk)))
             done.wait(1.0)
 
     # -- the rest phase -------------------------------------------------
@@ -565,11 +566,11 @@ def report(soak, rest, elapsed):
     print("%-22s %10s %10s %10s" % ("after %.0f s warm-up" % warm,
                                     "start", "end", "max"))
     names = ("supervisor RSS KiB", "supervisor fds", "worker RSS KiB (max)",
-             "worker fds - conns")
+             "worker fds - conns")  # per process, on average
     for i, name in enumerate(names, start=1):
         start, end, top = figures(soak.samples[:soak.loaded_samples], i,
                                   warm)
-        print("%-22s %10d %10d %10d" % (name, start, end, top))
+        print("%-22s %10.0f %10.0f %10.0f" % (name, start, end, top))
         if end > start * 1.05:
             fails.append("%s grew: %d -> %d" % (name, start, end))
     print("client traffic: %d TCP connections, %d bytes sent, %d received, "
