@@ -446,6 +446,12 @@ urg_on_send(struct wrk *w, struct eng_uring *u, struct wconn *c, int res)
 	}
 	ctr_add(w->cell, CTR_tcp_bytes_sent, (uint64_t)res);
 	tcp_conn_active(w, c); /* taking our reply: not idle */
+	/* A short send: the socket is full.  What the client has taken so
+	 * far is noted, as epoll does, for tcp_expire_idle to tell a client
+	 * that takes nothing more (tcp_conn_taking); from zero, any client
+	 * seemed to take some, and kept a second timeout. */
+	if ((uint32_t)res < c->pend_len - c->pend_off)
+		c->acked = tcp_conn_acked(c);
 	c->pend_off += (uint32_t)res;
 	if (c->pend_off == c->pend_len) {
 		free(c->pend);

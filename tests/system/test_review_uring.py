@@ -12,6 +12,11 @@ on the engine.
    everything the socket had queued (megabytes) in one go before the
    worker could stop it: 50 such clients held 2.5 MB each in the worker
    (epoll: 35 KiB).
+2. --idle-timeout and a client that stops reading its replies: epoll
+   closes it one timeout after it last took anything; io_uring kept it
+   for a second timeout, because it never noted how much the client had
+   acknowledged when its output stalled (tcp_conn_taking then saw
+   "progress" since zero).
 """
 
 import socket
@@ -94,3 +99,34 @@ def test_slow_readers_memory_bounded(upperd, engine):
             s.close()
     wait_until(lambda: u.stats()["totals"]["tcp_connections_active"] == 0,
                timeout=15, msg="the slow readers closed")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_idle_timeout_closes_a_stalled_reader_on_time(upperd, engine):
+    """A client that sends until the server stops reading it, and never
+    reads, is closed about --idle-timeout after the server could last
+    send to it (the worker looks every 250 ms), not twice that."""
+    u = upperd(workers=1, io_engine=engine, idle_timeout=2)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        s.connect(("127.0.0.1", u.tcp_port))
+        s.setblocking(False)
+        chunk = b"i" * 65536
+        last = time.monotonic()
+        while time.monotonic() - last < 0.3:
+            try:
+                if s.send(chunk) > 0:
+                    last = time.monotonic()
+            except BlockingIOError:
+                time.sleep(0.01)
+        assert time.monotonic() - last < 2, "the server kept reading"
+        closed = wait_until(
+            lambda: u.stats()["totals"]["tcp_idle_timeouts"] == 1 and
+            time.monotonic(), timeout=10, interval=0.05,
+            msg="the stalled reader closed as idle")
+        assert closed - last < 3.4, \
+            "%s: closed %.2f s after it stalled, --idle-timeout 2" % (
+                engine, closed - last)
+    finally:
+        s.close()
