@@ -3,8 +3,9 @@
 valgrind_smoke.py: the system smoke of `make valgrind`.  upperd (supervisor
 and every worker it forks) runs under memcheck; the script gives it TCP and
 UDP traffic, scrapes every endpoint (and the 404/405/400 paths), sends HUP,
-TTIN and TTOU, stops it with TERM (twice: over HTTP, then over HTTPS with
-Basic auth, 401s and plain HTTP to the TLS port included), and then reads every process's memcheck
+TTIN and TTOU, stops it with TERM (three times: over HTTP, over HTTPS with
+Basic auth, 401s and plain HTTP to the TLS port included, and with the
+io_uring engine), and then reads every process's memcheck
 log: each one must end in "ERROR SUMMARY: 0 errors" (definite leaks count
 as errors, --errors-for-leak-kinds=definite).  A process whose log has no
 summary (it was killed, or crashed) is a failure too.
@@ -44,7 +45,7 @@ class Smoke:
     is HTTPS with Basic auth, so libmicrohttpd's GnuTLS side, the
     certificate and users loading and their reload on HUP run too."""
 
-    def __init__(self, bin_dir, out_dir, supp, tls=None):
+    def __init__(self, bin_dir, out_dir, supp, tls=None, extra=()):
         self.out = out_dir
         self.tls = tls
         self.auth = {}
@@ -66,7 +67,7 @@ class Smoke:
             "--stats", "127.0.0.1:%d" % self.stats_port,
             "--heartbeat-timeout", "120", "--drain-timeout", "30",
             "--log-level", "debug",
-            "--log-file", os.path.join(out_dir, "upperd.log")]
+            "--log-file", os.path.join(out_dir, "upperd.log")] + list(extra)
         if tls:
             cert, key = tls.server("srv")
             users = write(os.path.join(out_dir, "users"), "smoke:%s\n" %
@@ -227,10 +228,10 @@ class Smoke:
         return logs, bad
 
 
-def run_one(bin_dir, out_dir, supp, tls=None):
+def run_one(bin_dir, out_dir, supp, tls=None, extra=()):
     """Run one smoke; returns 0 when it and every log are clean."""
     t0 = time.monotonic()
-    smoke = Smoke(bin_dir, out_dir, supp, tls)
+    smoke = Smoke(bin_dir, out_dir, supp, tls, extra)
     failed = None
     try:
         smoke.run()
@@ -247,8 +248,8 @@ def run_one(bin_dir, out_dir, supp, tls=None):
         with open(os.path.join(out_dir, "upperd.log"), errors="replace") as f:
             print(f.read()[-4000:])
     print("valgrind smoke%s: %d processes checked, %d with errors, %.0f s" %
-          (" (HTTPS + auth)" if tls else "", len(logs), len(bad),
-           time.monotonic() - t0))
+          (" (HTTPS + auth)" if tls else " " + " ".join(extra), len(logs),
+           len(bad), time.monotonic() - t0))
     return 1 if failed or bad or not logs else 0
 
 
@@ -258,6 +259,8 @@ def main():
     rc = run_one(bin_dir, os.path.join(out_dir, "http"), supp)
     tls_dir = os.path.join(out_dir, "https")
     rc |= run_one(bin_dir, tls_dir, supp, Pki(os.path.join(tls_dir, "pki")))
+    rc |= run_one(bin_dir, os.path.join(out_dir, "io_uring"), supp,
+                  extra=("--io-engine", "io_uring"))
     return rc
 
 
