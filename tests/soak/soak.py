@@ -570,8 +570,10 @@ def report(soak, rest, elapsed):
     for i, name in enumerate(names, start=1):
         start, end, top = figures(soak.samples[:soak.loaded_samples], i,
                                   warm)
-        print("%-22s %10.0f %10.0f %10.0f" % (name, start, end, top))
-        if end > start * 1.05:
+        print("%-22s %10.1f %10.1f %10.1f" % (name, start, end, top))
+        # fds come in ones: one more than start is within the target
+        slack = 1 if "fds" in name else 0
+        if end > start * 1.05 + slack:
             fails.append("%s grew: %d -> %d" % (name, start, end))
     print("client traffic: %d TCP connections, %d bytes sent, %d received, "
           "%d lines; UDP %d/%d datagrams (%d not answered within 2 s, %d "
