@@ -44,6 +44,17 @@ def read_after_close(s, timeout=5):
         raise AssertionError("reset instead of a reply and a FIN: %r" % e)
 
 
+
+def exchange(port, req):
+    """Send req on a new connection: what the server left when it closed
+    it (read_after_close)."""
+    s = tcp_connect(port)
+    try:
+        s.sendall(req)
+        return read_after_close(s)
+    finally:
+        s.close()
+
 def cpu_seconds(pid):
     """User + system CPU time of pid so far, from /proc/<pid>/stat."""
     with open("/proc/%d/stat" % pid) as f:
@@ -98,10 +109,7 @@ def test_gate_reply_survives_a_slow_reader(daemon):
     bytes it only peeked at are read and discarded before the close."""
     for req, code in ((b"GARBAGE\r\nHost: x\r\n\r\n" + b"y" * 1000, 400),
                       (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414)):
-        s = tcp_connect(daemon.stats_port)
-        s.sendall(req)
-        raw = read_after_close(s)
-        s.close()
+        raw = exchange(daemon.stats_port, req)
         assert status_of(raw) == code, raw[:80]
         head, _, body = raw.partition(b"\r\n\r\n")
         assert b"\r\nConnection: close" in head, head
@@ -297,10 +305,7 @@ def test_head_size_limit(daemon):
                        (20000, 431), (60000, 431)):
         req = head_of(size)
         assert len(req) == size and req.endswith(b"\r\n\r\n")
-        s = tcp_connect(daemon.stats_port)
-        s.sendall(req)
-        raw = read_after_close(s)
-        s.close()
+        raw = exchange(daemon.stats_port, req)
         assert status_of(raw) == code, (size, raw[:80])
 
 
@@ -311,10 +316,7 @@ def test_http11_without_host_is_400(daemon):
                       (b"GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n", 400),
                       (b"GET /healthz HTTP/1.0\r\n\r\n", 200),
                       (GOOD, 200)):
-        s = tcp_connect(daemon.stats_port)
-        s.sendall(req)
-        raw = read_after_close(s)
-        s.close()
+        raw = exchange(daemon.stats_port, req)
         assert status_of(raw) == code, (req, raw[:80])
 
 
@@ -326,11 +328,9 @@ def test_absolute_form_target_is_its_path(daemon):
                                ("HTTP://%s/metrics" % host, 200, None),
                                ("http://%s/nothing" % host, 404, None),
                                ("http://%s" % host, 200, None)):
-        s = tcp_connect(daemon.stats_port)
-        s.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" %
-                  (target.encode(), host.encode()))
-        raw = read_after_close(s)
-        s.close()
+        req = b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(),
+                                                         host.encode())
+        raw = exchange(daemon.stats_port, req)
         assert status_of(raw) == code, (target, raw[:80])
         if body is not None:
             assert raw.endswith(b"\r\n\r\n" + body), raw[-80:]
@@ -344,10 +344,7 @@ def test_long_method_is_400_long_target_414_long_head_431(daemon):
             (b"G" * 40 + b" / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
             (b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
             (head_of(20000), 431)):
-        s = tcp_connect(daemon.stats_port)
-        s.sendall(req)
-        raw = read_after_close(s)
-        s.close()
+        raw = exchange(daemon.stats_port, req)
         assert status_of(raw) == code, (req[:40], raw[:80])
     assert daemon.healthz()[0] == 200
 

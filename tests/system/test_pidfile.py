@@ -33,13 +33,17 @@ def locked(pf):
         return False
 
 
-def test_pid_file_is_locked_while_running(upperd, tmp_path):
-    pf = tmp_path / "upperd.pid"
-    d = upperd(pid_file=str(pf))
-    assert pf.read_text() == "%d\n" % d.pid
+def holds_then_removes(d, pf, what=None):
+    """d wrote its pid to pf and holds the lock; a SIGTERM stops it
+    cleanly and removes pf."""
+    assert pf.read_text() == "%d\n" % d.pid, what
     assert locked(pf)
     assert d.stop(signal.SIGTERM, 10) == 0
     assert not pf.exists()
+
+def test_pid_file_is_locked_while_running(upperd, tmp_path):
+    pf = tmp_path / "upperd.pid"
+    holds_then_removes(upperd(pid_file=str(pf)), pf)
 
 
 def test_second_instance_names_the_running_pid(upperd, tmp_path):
@@ -74,11 +78,7 @@ def test_stale_pid_file_is_taken_over(upperd, tmp_path):
     for stale in ("%d\n" % dead_pid(), "", "garbage", "99999999999999\n"):
         pf = tmp_path / "upperd.pid"
         pf.write_text(stale)
-        d = upperd(pid_file=str(pf))
-        assert pf.read_text() == "%d\n" % d.pid, stale
-        assert locked(pf)
-        assert d.stop(signal.SIGTERM, 10) == 0
-        assert not pf.exists()
+        holds_then_removes(upperd(pid_file=str(pf)), pf, stale)
 
 
 def test_second_instance_after_the_first_stopped_starts(upperd, tmp_path):

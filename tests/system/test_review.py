@@ -172,16 +172,20 @@ class TlsTrickle:
             assert not t.is_alive()
 
 
+def wrap_upperd(path, monkeypatch, script):
+    """The upperd fixture starts upperd through the shell script at path,
+    script with %s for upperd's path."""
+    path.write_text("#!/bin/sh\n" + script % UPPERD + "\n")
+    path.chmod(0o755)
+    monkeypatch.setattr(conftest, "UPPERD", str(path))
+
 def test_tls_trickling_flood_does_not_lock_scrapes_out(upperd, tmp_path,
                                                        monkeypatch):
     # 400 fds: the flood reaches the fd limit in seconds, not minutes
     # (the default hard limit here is 20,000; libmicrohttpd's TLS
     # connection limit, 2,048, is reached the same way, only slower)
-    wrapper = tmp_path / "upperd-400"
-    wrapper.write_text('#!/bin/sh\nulimit -n 400 || exit 99\n'
-                       'exec %s "$@"\n' % UPPERD)
-    wrapper.chmod(0o755)
-    monkeypatch.setattr(conftest, "UPPERD", str(wrapper))
+    wrap_upperd(tmp_path / "upperd-400", monkeypatch,
+                'ulimit -n 400 || exit 99\nexec %s "$@"')
     pki = Pki(tmp_path / "pki")
     cert, key = pki.server("srv")
     ctx = pki.context()
@@ -212,11 +216,8 @@ def test_listen_fds_never_takes_the_log_or_pid_file(upperd, tmp_path,
                                                     monkeypatch):
     # LISTEN_PID names upperd (the wrapper's pid, kept by exec) and
     # LISTEN_FDS claims two fds; none is open (Popen closes them)
-    wrapper = tmp_path / "activated"
-    wrapper.write_text('#!/bin/sh\nLISTEN_PID=$$ LISTEN_FDS=2 '
-                       'exec %s "$@"\n' % UPPERD)
-    wrapper.chmod(0o755)
-    monkeypatch.setattr(conftest, "UPPERD", str(wrapper))
+    wrap_upperd(tmp_path / "activated", monkeypatch,
+                'LISTEN_PID=$$ LISTEN_FDS=2 exec %s "$@"')
     pid_file = str(tmp_path / "upperd.pid")
     d = upperd(workers=1, pid_file=pid_file)
     wait_until(lambda: "ready: 1 worker" in d.log(), 10,
