@@ -47,37 +47,11 @@ for b in upperd upper-ref upper-ref-uring upper-bench peer-rr; do
 done
 BIN=$WORK/bin
 
-alive() {
-	local st
-	st=$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null)
-	[ -n "$st" ] && [ "$st" != Z ]
-}
-stop_pid() {
-	local i
-	if kill -TERM "$1" 2>/dev/null; then
-		for i in $(seq 50); do
-			alive "$1" || break
-			sleep 0.1
-		done
-		kill -KILL "$1" 2>/dev/null
-	fi
-	wait "$1" 2>/dev/null
-	return 0
-}
-cleanup() {
-	local i
-	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-		stop_pid "${PIDS[i]}"
-	done
-	[ -n "${BENCH_KEEP:-}" ] && { echo "kept $WORK"; return; }
-	rm -rf "$WORK"
-}
+. "$HERE/lib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 CLK=$(getconf CLK_TCK)
-
-. "$HERE/lib.sh"
 
 # CPU seconds of a server: the process (all its threads) and its children.
 tree_cpu() {

@@ -49,41 +49,7 @@ if [ -x "$BIN/upcase-speed" ]; then
 fi
 BIN=$WORK/bin
 
-# A zombie is not alive: it only waits for our wait.
-alive() {
-	local st
-	st=$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null)
-	[ -n "$st" ] && [ "$st" != Z ]
-}
-forget_pid() {
-	local p keep=()
-	for p in "${PIDS[@]}"; do
-		[ "$p" = "$1" ] || keep+=("$p")
-	done
-	PIDS=("${keep[@]}")
-}
-# Stop what we started by pid: TERM, then KILL after 5 s.
-stop_pid() {
-	local pid=$1 i
-	if kill -TERM "$pid" 2>/dev/null; then
-		for i in $(seq 50); do
-			alive "$pid" || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null
-	fi
-	wait "$pid" 2>/dev/null
-	forget_pid "$pid"
-	return 0
-}
-cleanup() {
-	local i
-	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-		stop_pid "${PIDS[i]}"
-	done
-	[ -n "${BENCH_KEEP:-}" ] && { echo "kept $WORK"; return; }
-	rm -rf "$WORK"
-}
+. "$HERE/lib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -91,8 +57,6 @@ trap 'exit 130' INT TERM
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 FDMAX=$(ulimit -n)
 CLK=$(getconf CLK_TCK)
-
-. "$HERE/lib.sh"
 
 # "pid state ppid utime stime" for every process (comm stripped: it may
 # hold spaces).
