@@ -40,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "system"))
 
 from conftest import (COUNTERS, GAUGES, children_of, free_port,  # noqa
-                      http_get, is_upperd, kill_pid, ucase)
+                      http_get, is_upperd, kill_pid, stop_proc, ucase)
 
 WORKERS = 2
 TIMEOUT = 30.0  # any single client wait; workers may be in backoff
@@ -531,12 +531,7 @@ class Soak:
         self.stop.set()
         if self.proc.poll() is None:
             self.seen.update(children_of(self.proc.pid))
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+        stop_proc(self.proc, timeout=30, kill_timeout=30)
         for pid in self.seen:
             if is_upperd(pid):
                 kill_pid(pid)

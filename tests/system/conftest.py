@@ -219,6 +219,18 @@ def kill_pid(pid, sig=signal.SIGKILL):
         pass
 
 
+def stop_proc(proc, sig=signal.SIGTERM, timeout=15.0, kill_timeout=10.0):
+    """Stop a Popen child of ours: sig, then SIGKILL if it has not exited
+    within timeout seconds (a stuck child must not outlive the test)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=kill_timeout)
+
+
 # --------------------------------------------------------------------------
 # HTTP, TCP and UDP clients
 

@@ -49,11 +49,13 @@ import threading
 import time
 
 from conftest import (UPPERD, free_port, http_request, pid_alive,
-                      port_is_free, recv_exactly, ucase, wait_until)
+                      port_is_free, recv_exactly, stop_proc, ucase,
+                      wait_until)
 from test_deploy import (ALERTS, RULES, haproxy_config,
                          nginx_config, prometheus_config, tool)
 from test_observability import (DASHBOARD_DIR, Prometheus, dashboard_exprs,
-                                load_dashboard, substitute)
+                                load_dashboard, promtool_check_config,
+                                substitute)
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 WORKERS = 2
@@ -190,13 +192,8 @@ class Instance:
             return ""
 
     def cleanup(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_proc(self.proc, signal.SIGQUIT, timeout=10)
         for pid in self.pids:
             kill_if(pid, UPPERD)
 
@@ -223,13 +220,7 @@ class Daemon:
 
     def stop(self):
         self.workers()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_proc(self.proc)
         for pid in self.seen:
             kill_if(pid, self.exe)
         self._log.close()
@@ -544,10 +535,8 @@ def test_fleet(tmp_path):
                                  "127.0.0.1:%d" % fronts["hprom"])
         with open(os.path.join(pdir, "check.yml"), "w") as f:
             f.write(pcfg)
-        r = subprocess.run([tool("promtool"), "check", "config",
-                            os.path.join(pdir, "check.yml")],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stdout + r.stderr
+        promtool_check_config(tool("promtool"),
+                              os.path.join(pdir, "check.yml"))
         prom = Prometheus(prom_bin, pdir, pcfg)
 
         wait_until(lambda: hap.proc.poll() is None and set(

@@ -23,6 +23,7 @@ import pytest
 
 from conftest import (BIN_DIR, REPO, assert_no_sanitizer, http_get,
                       tcp_roundtrip, udp_roundtrip, wait_until)
+from test_systemd import WRAPPER
 
 MAKE_TIMEOUT = 600  # install builds first if bin/ is out of date
 # Installed under share/upperd/<last name>.
@@ -247,20 +248,8 @@ def test_logrotate_accepts_the_snippet(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# the installed units, with the test playing systemd
-
-# What systemd does between fork and exec for socket activation: the
-# sockets on fds 3.., LISTEN_PID the pid that execs upperd.
-WRAPPER = r"""
-import fcntl, os, sys
-n = int(sys.argv[1])
-src = [int(x) for x in sys.argv[2:2 + n]]
-high = [fcntl.fcntl(f, fcntl.F_DUPFD_CLOEXEC, 100) for f in src]
-for i, f in enumerate(high):
-    os.dup2(f, 3 + i)
-os.environ["LISTEN_PID"] = str(os.getpid())
-os.execv(sys.argv[2 + n], sys.argv[2 + n:])
-"""
+# the installed units, with the test playing systemd (test_systemd's
+# WRAPPER: what systemd does between fork and exec for socket activation)
 
 
 def unit_settings(path):

@@ -36,7 +36,7 @@ import urllib.request
 
 from conftest import (HERE, REPO, free_port, http_get, http_request,
                       need_tool, recv_exactly, recv_until_eof, tcp_connect,
-                      tcp_roundtrip, udp_roundtrip, wait_until)
+                      stop_proc, tcp_roundtrip, udp_roundtrip, wait_until)
 
 DASHBOARD_DIR = os.path.join(REPO, "dashboards")
 SCRAPE_CONFIG = os.path.join(DASHBOARD_DIR, "prometheus.yml")
@@ -289,9 +289,7 @@ def yaml_scalar(text, key):
 
 def test_promtool_check_config():
     promtool = need_tool("promtool", "prometheus")
-    r = subprocess.run([promtool, "check", "config", SCRAPE_CONFIG],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
+    promtool_check_config(promtool, SCRAPE_CONFIG)
     text = open(SCRAPE_CONFIG).read()
     assert yaml_scalar(text, "job_name") == ["upperd"]
     assert "127.0.0.1:9120" in text
@@ -409,14 +407,16 @@ class Prometheus:
                    msg="prometheus /-/ready")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_proc(self.proc)
         self._log.close()
+
+
+def promtool_check_config(promtool, path):
+    """promtool check config PATH passes; its output."""
+    r = subprocess.run([promtool, "check", "config", str(path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout + r.stderr
 
 
 def scrape_config_for(stats_port):
@@ -466,10 +466,7 @@ def test_dashboards_against_real_prometheus(upperd, tmp_path):
     d = upperd(workers=2)
     cfg = scrape_config_for(d.stats_port)
     (tmp_path / "check.yml").write_text(cfg)
-    r = subprocess.run([promtool, "check", "config",
-                        str(tmp_path / "check.yml")],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
+    promtool_check_config(promtool, tmp_path / "check.yml")
 
     pdir = tmp_path / "prometheus"
     pdir.mkdir()
