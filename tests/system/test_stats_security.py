@@ -27,7 +27,7 @@ import pytest
 from conftest import (LOG_LINE_RE, free_port, http_request, run_expect_exit, tcp_connect,
                       wait_until)
 from test_gate import within_bound
-from test_observability import Prometheus
+from test_observability import Prometheus, promtool_check_config
 
 REALM = 'Basic realm="upperd"'
 
@@ -138,6 +138,20 @@ def cert_digest(pem_path):
         der = ssl.PEM_cert_to_DER_cert(f.read())
     return hashlib.sha256(der).hexdigest()
 
+
+def read_to_close(s):
+    """What s receives until the server closes it, a reset being a close
+    too (bounded by the socket's timeout)."""
+    got = b""
+    try:
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            got += b
+    except ConnectionResetError:
+        pass
+    return got
 
 def start(upperd, cert=None, key=None, auth=None, ctx=None, **opts):
     """upperd with the stats endpoint secured as asked, ready: /healthz
@@ -370,15 +384,7 @@ def test_plain_http_to_the_tls_port(upperd, pki, users):
                     b"\x16\x03\x01\xff\xff"):
             s = tcp_connect(d.stats_port)
             s.sendall(req)
-            got = b""
-            try:
-                while True:
-                    b = s.recv(4096)
-                    if not b:
-                        break
-                    got += b
-            except ConnectionResetError:
-                pass
+            got = read_to_close(s)
             s.close()
             assert got == b"", (req, got[:80])
         st, _, body = https_get(d.stats_port, "/metrics", ctx,
@@ -403,15 +409,7 @@ def test_timed_out_tls_connections_get_no_plaintext(upperd, pki, users):
     try:
         t0 = time.monotonic()
         for s in (silent, half):
-            got = b""
-            try:
-                while True:  # until the server closes (bounded: timeout)
-                    b = s.recv(4096)
-                    if not b:
-                        break
-                    got += b
-            except ConnectionResetError:
-                pass
+            got = read_to_close(s)
             assert got == b"", got[:80]
         assert time.monotonic() - t0 < 14
     finally:
@@ -434,17 +432,27 @@ def curl_https(port, path, ca, user=None):
     return int(code), float(t)
 
 
-def test_flood_does_not_delay_tls_scrapes(upperd, pki, users):
-    """SPEC's 100 ms bound over HTTPS: 1,000 silent connections and 1,000
-    trickling a ClientHello wait at the gate and cost a scrape nothing."""
+def tls_scrapes(upperd, pki, users):
+    """An upperd with its stats on HTTPS with Basic auth: (d, ctx, scrape,
+    base), scrape(path) one curl as alice ((code, seconds)), base the worst
+    of 5 such scrapes of /healthz and of /metrics with nothing else on."""
     cert, key = pki.server("srv")
     path, pw = users
     ctx = pki.context()
     d = start(upperd, cert, key, path, ctx)
     user = "alice:" + pw["alice"]
-    paths = ("/healthz", "/metrics")
-    base = {p: max(curl_https(d.stats_port, p, pki.ca, user)[1]
-                   for _ in range(5)) for p in paths}
+
+    def scrape(p):
+        return curl_https(d.stats_port, p, pki.ca, user)
+    base = {p: max(scrape(p)[1] for _ in range(5))
+            for p in ("/healthz", "/metrics")}
+    return d, ctx, scrape, base
+
+
+def test_flood_does_not_delay_tls_scrapes(upperd, pki, users):
+    """SPEC's 100 ms bound over HTTPS: 1,000 silent connections and 1,000
+    trickling a ClientHello wait at the gate and cost a scrape nothing."""
+    d, _, scrape, base = tls_scrapes(upperd, pki, users)
     held = [tcp_connect(d.stats_port) for _ in range(1000)]
     trickling = [tcp_connect(d.stats_port) for _ in range(1000)]
     stop = threading.Event()
@@ -464,8 +472,7 @@ def test_flood_does_not_delay_tls_scrapes(upperd, pki, users):
     t = threading.Thread(target=trickle, daemon=True)
     t.start()
     try:
-        rounds = within_bound(
-            lambda p: curl_https(d.stats_port, p, pki.ca, user), base)
+        rounds = within_bound(scrape, base)
         print("TLS flood of 2000: without %r, with %r" % (base, rounds))
     finally:
         stop.set()
@@ -479,14 +486,7 @@ def test_slow_requests_after_the_handshake(upperd, pki, users):
     clients that finish the handshake and then trickle their request are
     held by libmicrohttpd (up to HTTP_TLS_CONN_LIMIT, each until its idle
     timeout): a few hundred of them leave scrapes on time."""
-    cert, key = pki.server("srv")
-    path, pw = users
-    ctx = pki.context()
-    d = start(upperd, cert, key, path, ctx)
-    user = "alice:" + pw["alice"]
-    paths = ("/healthz", "/metrics")
-    base = {p: max(curl_https(d.stats_port, p, pki.ca, user)[1]
-                   for _ in range(5)) for p in paths}
+    d, ctx, scrape, base = tls_scrapes(upperd, pki, users)
     slow = []
     try:
         for _ in range(300):
@@ -494,8 +494,7 @@ def test_slow_requests_after_the_handshake(upperd, pki, users):
                                 server_hostname="127.0.0.1")
             s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
             slow.append(s)
-        rounds = within_bound(
-            lambda p: curl_https(d.stats_port, p, pki.ca, user), base)
+        rounds = within_bound(scrape, base)
         print("300 slow TLS requests: without %r, with %r" % (base, rounds))
     finally:
         for s in slow:
@@ -540,10 +539,7 @@ scrape_configs:
       - targets: ["127.0.0.1:%d"]
 """ % (pwfile, pki.ca, d.stats_port, pki.ca, d.stats_port)
     write(tmp_path / "prom.yml", cfg)
-    r = subprocess.run([promtool, "check", "config",
-                        str(tmp_path / "prom.yml")],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
+    promtool_check_config(promtool, tmp_path / "prom.yml")
     pdir = tmp_path / "prometheus"
     pdir.mkdir()
     prom = Prometheus(prom_bin, pdir, cfg)
