@@ -58,7 +58,7 @@ TEST_upcase_OBJS  := workers/upcase.o
 TEST_render_OBJS  := supervisor/render_json.o supervisor/render_prom.o \
                      supervisor/render_html.o supervisor/status_page.o \
                      common/counters.o
-TEST_config_OBJS  := supervisor/config.o common/net.o
+TEST_config_OBJS  := supervisor/config.o common/net.o common/numparse.o
 TEST_backoff_OBJS := supervisor/backoff.o
 TEST_gate_line_OBJS := supervisor/gate_line.o
 TEST_auth_OBJS    := supervisor/auth.o
@@ -117,22 +117,24 @@ stamped: $(filter-out $(OUT)/supervisor/version.o,$(UPPERD_OBJS))
 	$(CC) $(LDFLAGS) -o $(STAMP_DIR)/upperd $^ $(STAMP_DIR)/version.o \
 	    $(PKG_LIBS) $(LDLIBS)
 
-$(BIN)/upper: $(OUT)/tools/upper.o $(OUT)/common/net.o | $(BIN)
+NET_OBJS := $(OUT)/common/net.o $(OUT)/common/numparse.o
+
+$(BIN)/upper: $(OUT)/tools/upper.o $(NET_OBJS) | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^
 
 # The load generator: tools/bench/, one file per job (bench.h lists them).
 BENCH_SRCS := $(wildcard tools/bench/*.c)
 $(BIN)/upper-bench: $(patsubst %.c,$(OUT)/%.o,$(BENCH_SRCS)) \
-    $(OUT)/common/net.o $(OUT)/workers/upcase.o | $(BIN)
+    $(NET_OBJS) $(OUT)/workers/upcase.o | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ -lunistring -lm
 
 # The benchmark's reference server: a bare epoll echo that ASCII-uppercases.
-$(BIN)/upper-ref: $(OUT)/tools/upper-ref.o $(OUT)/common/net.o \
+$(BIN)/upper-ref: $(OUT)/tools/upper-ref.o $(NET_OBJS) \
     $(OUT)/workers/upcase.o | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ -lunistring
 
 # The same, with io_uring: the limit of the completion model.
-$(BIN)/upper-ref-uring: $(OUT)/tools/upper-ref-uring.o $(OUT)/common/net.o \
+$(BIN)/upper-ref-uring: $(OUT)/tools/upper-ref-uring.o $(NET_OBJS) \
     $(OUT)/workers/upcase.o | $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ -lunistring -luring
 

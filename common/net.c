@@ -14,18 +14,14 @@
 #include <unistd.h>
 
 #include "net.h"
+#include "numparse.h"
 
 static int
 net_parse_port(const char *s, in_port_t *port)
 {
-	char *end;
 	unsigned long v;
 
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end != '\0' || v > 65535)
+	if (num_parse_ulong(s, 0, 65535, &v) == -1)
 		return -1;
 	*port = htons((in_port_t)v);
 	return 0;

@@ -24,6 +24,7 @@
 
 #include "config.h"
 #include "net.h"
+#include "numparse.h"
 
 /* How a setting's text is checked and stored. */
 enum cfg_kind {
@@ -304,27 +305,6 @@ cfg_trim_end(char *p)
 		p[--n] = '\0';
 }
 
-/*
- * strtoul alone takes " 7", "+7", "-7" (as a huge number) and "7x"; an
- * operator's typo must be an error, never a surprising value.
- */
-static int
-cfg_parse_ulong(const char *s, unsigned long min, unsigned long max,
-    unsigned long *out)
-{
-	char *end;
-	unsigned long v;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 /* Store an integer setting, or explain the accepted range in why. */
 static int
 cfg_apply_int(struct cfg *c, const struct cfg_opt *o, const char *v, char *why,
@@ -332,7 +312,7 @@ cfg_apply_int(struct cfg *c, const struct cfg_opt *o, const char *v, char *why,
 {
 	unsigned long n;
 
-	if (cfg_parse_ulong(v, o->min, o->max, &n) == -1) {
+	if (num_parse_ulong(v, o->min, o->max, &n) == -1) {
 		snprintf(why, whylen, "expected an integer from %lu to %lu",
 		    o->min, o->max);
 		return -1;
@@ -389,7 +369,7 @@ cfg_check_addr(const char *v, char *why, size_t whylen)
 		    af == AF_INET ? " (host names are not resolved)" : "");
 		return -1;
 	}
-	if (cfg_parse_ulong(port, 0, 65535, &n) == -1) {
+	if (num_parse_ulong(port, 0, 65535, &n) == -1) {
 		snprintf(why, whylen,
 		    "the port must be an integer from 0 to 65535");
 		return -1;
