@@ -28,13 +28,9 @@ from conftest import (BIN_DIR, REPO, free_port, http_get, tcp_roundtrip,
 from test_install import make_env
 
 PKG = "upperd"
-# The package is built from the source, the same way, whatever build or
-# engine the suite runs with: the plain pass checks it, the ASan and
-# io_uring passes would only build and install it again.
-pytestmark = pytest.mark.skipif(
-    os.environ.get("UPPERD_IO_ENGINE", "") not in ("", "epoll") or
-    os.path.realpath(BIN_DIR).endswith(os.path.join("build", "asan", "bin")),
-    reason="the package is checked once, in the plain pass")
+# The package is built from the source the same way whatever build or
+# engine the suite runs with: the Makefile runs this file in the plain pass
+# only.
 # Where the package puts things, or leaves traces of its units and user.
 WATCHED = ("/etc", "/lib/systemd", "/usr/lib/systemd", "/usr/sbin",
            "/usr/bin", "/usr/share/man", "/usr/share/doc", "/usr/share",
