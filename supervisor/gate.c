@@ -529,6 +529,40 @@ gate_event(struct sup *s, void *ptr)
 	gate_settle(s, fd, &addr, addrlen, v);
 }
 
+/*
+ * Before the upgrade's execve, which closes every waiter: a request whose
+ * head came in since the waiter was last looked at (its edge-triggered
+ * event still unread in the loop's epoll set) is handed over or answered
+ * now.  Returns how many waiters seated at or after since_ns still wait
+ * for their head: a scraper sends its request at once, so the upgrade
+ * waits a moment for those, never for the idle and trickling ones.
+ */
+unsigned
+gate_settle_waiters(struct sup *s, uint64_t since_ns)
+{
+	const uint64_t wait_ns = GATE_TIMEOUT_S * 1000000000ULL;
+	struct gate_conn *g, *next;
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	unsigned young = 0;
+	int fd, v;
+
+	for (g = gate_oldest; g != NULL; g = next) {
+		next = g->next;
+		if ((v = gate_look(g->fd)) == GATE_MORE) {
+			if (g->deadline_ns >= since_ns + wait_ns)
+				young++;
+			continue;
+		}
+		fd = g->fd;
+		addr = g->addr;
+		addrlen = g->addrlen;
+		gate_unlink(s, g);
+		gate_settle(s, fd, &addr, addrlen, v);
+	}
+	return young;
+}
+
 /* Called on every supervisor tick: expire waiters past their deadline,
  * oldest first, and put back a paused listener. */
 void

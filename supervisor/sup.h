@@ -154,6 +154,7 @@ void gate_init(int tls, unsigned held_max);
 void gate_accept(struct sup *s);
 void gate_event(struct sup *s, void *ptr);
 void gate_expire(struct sup *s);
+unsigned gate_settle_waiters(struct sup *s, uint64_t since_ns);
 
 /* notify.c: systemd's notify protocol; all do nothing without
  * NOTIFY_SOCKET.  ntf_mainpid is for whoever changes the supervisor's pid

@@ -398,16 +398,18 @@ upg_on_pipe(struct sup *s)
 
 /* Wait for in-flight scrapes (at most UPG_QUIESCE_NS), accepting nothing
  * new: a scrape that arrives during the execve waits in the listen
- * backlog for the new image.  Requests still incomplete at the gate are
- * closed by the execve (a scraper sends its request at once).  The daemon
- * itself is left running: the execve ends it, and a failed one finds it
- * as it was. */
+ * backlog for the new image.  A scrape the gate took in the last
+ * UPG_QUIESCE_NS is waited for until its head is there and it is
+ * answered (its request was on its way); older waiters, idle or
+ * trickling, are closed by the execve.  The daemon itself is left
+ * running: the execve ends it, and a failed one finds it as it was. */
 static void
 upg_quiesce_http(struct sup *s)
 {
 	const union MHD_DaemonInfo *info;
 	struct epoll_event ev;
-	uint64_t until = ctr_clock_ns() + UPG_QUIESCE_NS;
+	uint64_t start = ctr_clock_ns(), until = start + UPG_QUIESCE_NS;
+	unsigned young;
 	int ep;
 
 	if (s->mhd == NULL)
@@ -416,10 +418,12 @@ upg_quiesce_http(struct sup *s)
 	if ((ep = epoll_create1(EPOLL_CLOEXEC)) != -1 &&
 	    evsrc_watch(ep, sup_http_fd(s), SUP_EV_HTTP) == 0) {
 		while (ctr_clock_ns() < until) {
+			young = gate_settle_waiters(s, start - UPG_QUIESCE_NS);
 			MHD_run(s->mhd);
 			info = MHD_get_daemon_info(s->mhd,
 			    MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-			if (info == NULL || info->num_connections == 0)
+			if (young == 0 &&
+			    (info == NULL || info->num_connections == 0))
 				break;
 			(void)epoll_wait(ep, &ev, 1, 10);
 		}
