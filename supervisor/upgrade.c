@@ -311,13 +311,44 @@ upg_replaced(const struct sup *s)
 	    st.st_mtim.tv_nsec != s->upg.mtime.tv_nsec;
 }
 
+/* Fork the probe with the state and the pipe it answers on; the child
+ * never returns.  -1 with a reason logged and counted as a failure. */
+static int
+upg_fork_probe(struct sup *s)
+{
+	int p[2], state_fd;
+	pid_t pid;
+
+	if ((state_fd = upg_state_fd(s)) == -1) {
+		upg_fail(s, "cannot write the state: %s", strerror(errno));
+		return -1;
+	}
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == -1) {
+		upg_fail(s, "pipe: %s", strerror(errno));
+		close(state_fd);
+		return -1;
+	}
+	if ((pid = fork()) == -1) {
+		upg_fail(s, "fork: %s", strerror(errno));
+		close(p[0]);
+		close(p[1]);
+		close(state_fd);
+		return -1;
+	}
+	if (pid == 0)
+		upg_probe_child(s, state_fd, p[1]);
+	close(p[1]);
+	close(state_fd);
+	s->upg.probe = pid;
+	s->upg.pipe_fd = p[0];
+	return 0;
+}
+
 /* USR2: start the probe of the new executable. */
 void
 upg_start(struct sup *s)
 {
 	const char *why;
-	int p[2], state_fd;
-	pid_t pid;
 
 	/* a stop has begun, lame duck included: the new image would not
 	 * know of it and would serve on */
@@ -335,34 +366,14 @@ upg_start(struct sup *s)
 		upg_fail(s, "%s", why);
 		return;
 	}
-	if ((state_fd = upg_state_fd(s)) == -1) {
-		upg_fail(s, "cannot write the state: %s", strerror(errno));
+	if (upg_fork_probe(s) == -1)
 		return;
-	}
-	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == -1) {
-		upg_fail(s, "pipe: %s", strerror(errno));
-		close(state_fd);
-		return;
-	}
-	if ((pid = fork()) == -1) {
-		upg_fail(s, "fork: %s", strerror(errno));
-		close(p[0]);
-		close(p[1]);
-		close(state_fd);
-		return;
-	}
-	if (pid == 0)
-		upg_probe_child(s, state_fd, p[1]);
-	close(p[1]);
-	close(state_fd);
-	s->upg.probe = pid;
-	s->upg.pipe_fd = p[0];
 	s->upg.nsaid = 0;
 	s->upg.said[0] = '\0';
 	s->upg.timed_out = 0;
 	s->upg.deadline_ns = ctr_clock_ns() +
 	    (uint64_t)s->cfg.heartbeat_timeout * NS;
-	if (evsrc_watch(s->ev.ep, p[0], SUP_EV_UPGRADE) == -1)
+	if (evsrc_watch(s->ev.ep, s->upg.pipe_fd, SUP_EV_UPGRADE) == -1)
 		log_warn("epoll_ctl upgrade pipe");
 }
 
