@@ -504,13 +504,24 @@ gate_accept(struct sup *s)
 	}
 }
 
+/* A waiter's head is there (verdict v): it leaves the list, and its
+ * connection is handed over or answered. */
+static void
+gate_leave(struct sup *s, struct gate_conn *g, int v)
+{
+	struct sockaddr_storage addr = g->addr;
+	socklen_t addrlen = g->addrlen;
+	int fd = g->fd;
+
+	gate_unlink(s, g);
+	gate_settle(s, fd, &addr, addrlen, v);
+}
+
 void
 gate_event(struct sup *s, void *ptr)
 {
 	struct gate_conn *g = ptr;
-	struct sockaddr_storage addr;
-	socklen_t addrlen;
-	int fd, v;
+	int v;
 
 	if (g->fd == -1) /* shed or expired earlier in this epoll batch */
 		return;
@@ -520,13 +531,8 @@ gate_event(struct sup *s, void *ptr)
 	 * every few waiter events (one accept4 that finds nothing). */
 	if (++gate_events % GATE_ACCEPT_EVERY == 0 && !gate_paused)
 		gate_accept(s);
-	if ((v = gate_look(g->fd)) == GATE_MORE)
-		return;
-	fd = g->fd;
-	addr = g->addr;
-	addrlen = g->addrlen;
-	gate_unlink(s, g);
-	gate_settle(s, fd, &addr, addrlen, v);
+	if ((v = gate_look(g->fd)) != GATE_MORE)
+		gate_leave(s, g, v);
 }
 
 /*
@@ -542,10 +548,8 @@ gate_settle_waiters(struct sup *s, uint64_t since_ns)
 {
 	const uint64_t wait_ns = GATE_TIMEOUT_S * 1000000000ULL;
 	struct gate_conn *g, *next;
-	struct sockaddr_storage addr;
-	socklen_t addrlen;
 	unsigned young = 0;
-	int fd, v;
+	int v;
 
 	for (g = gate_oldest; g != NULL; g = next) {
 		next = g->next;
@@ -554,11 +558,7 @@ gate_settle_waiters(struct sup *s, uint64_t since_ns)
 				young++;
 			continue;
 		}
-		fd = g->fd;
-		addr = g->addr;
-		addrlen = g->addrlen;
-		gate_unlink(s, g);
-		gate_settle(s, fd, &addr, addrlen, v);
+		gate_leave(s, g, v);
 	}
 	return young;
 }
